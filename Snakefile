@@ -1,0 +1,24 @@
+# geovq: does post-hoc geodesic quantization of a VAE's latent space beat Euclidean codebooks
+# and an end-to-end VQ-VAE? See README.md; one rules/<stage>.smk per stage.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/vae.smk"
+include: "rules/codebook.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True

@@ -1,0 +1,62 @@
+"""Latent cells and the Euclidean k-means codebook (the baseline quantizer)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_cells(mu: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) latent grids -> (N*H*W, C) cell vectors, cell id = n*H*W + h*W + w."""
+    n, c, h, w = mu.shape
+    return np.ascontiguousarray(mu.transpose(0, 2, 3, 1).reshape(n * h * w, c), dtype=np.float32)
+
+
+def from_cells(cells: np.ndarray, grid_shape) -> np.ndarray:
+    """Inverse of ``to_cells``: (N*H*W, C) -> (N, C, H, W)."""
+    h, w = grid_shape
+    c = cells.shape[1]
+    return np.ascontiguousarray(cells.reshape(-1, h, w, c).transpose(0, 3, 1, 2))
+
+
+def quantize(codebook: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """Code grids (N, H, W) -> quantized latent grids (N, C, H, W)."""
+    n, h, w = codes.shape
+    return from_cells(codebook[codes.reshape(-1)], (h, w))
+
+
+def nearest_centroid(x: np.ndarray, centers: np.ndarray, batch: int = 65536):
+    """(index, Euclidean distance) of the nearest centre for each row of ``x`` (exact, faiss flat L2)."""
+    import faiss
+
+    index = faiss.IndexFlatL2(centers.shape[1])
+    index.add(np.ascontiguousarray(centers, dtype=np.float32))
+    labels = np.empty(len(x), np.int64)
+    dist = np.empty(len(x), np.float32)
+    for i in range(0, len(x), batch):
+        d, lab = index.search(np.ascontiguousarray(x[i : i + batch], dtype=np.float32), 1)
+        labels[i : i + batch], dist[i : i + batch] = lab[:, 0], np.sqrt(np.maximum(d[:, 0], 0))
+    return labels, dist
+
+
+class EuclideanKMeans:
+    """k-means (faiss, seeded) with the scikit-learn estimator surface used by every quantizer."""
+
+    def __init__(self, n_clusters: int, *, n_iter: int = 25, n_init: int = 1, seed: int = 0):
+        self.n_clusters, self.n_iter, self.n_init, self.seed = n_clusters, n_iter, n_init, seed
+
+    def fit(self, x: np.ndarray):
+        import faiss
+
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.n_clusters > len(x):
+            raise ValueError(f"codebook K={self.n_clusters} is larger than the number of cells {len(x)}")
+        km = faiss.Kmeans(x.shape[1], self.n_clusters, niter=self.n_iter, nredo=self.n_init,
+                          seed=self.seed, max_points_per_centroid=1_000_000, verbose=False)
+        km.train(x)
+        self.cluster_centers_ = km.centroids.copy()
+        self.labels_, dist = nearest_centroid(x, self.cluster_centers_)
+        self.inertia_ = float((dist.astype(np.float64) ** 2).sum())
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return nearest_centroid(x, self.cluster_centers_)[0]

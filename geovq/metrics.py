@@ -1,0 +1,67 @@
+"""Paired image metrics (MSE, PSNR, windowed SSIM), codebook statistics and the Frechet distance."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image mean squared error of images in [0, 1], shape (N,)."""
+    return (a - b).pow(2).flatten(1).mean(1)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Per-image PSNR in dB; identical images give +inf."""
+    return 10.0 * torch.log10(data_range**2 / mse(a, b))
+
+
+def _gaussian_window(size: int, sigma: float, dtype) -> torch.Tensor:
+    x = torch.arange(size, dtype=dtype) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return torch.outer(g, g)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, win_size: int = 7,
+         sigma: float = 1.5) -> torch.Tensor:
+    """Per-image SSIM (Wang et al. 2004) with a Gaussian window, averaged over valid windows and channels.
+
+    Matches ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, win_size=..., data_range=...)`` per channel.
+    The window defaults to 7 (not Wang's 11) so that it fits 16x16 test images.
+    """
+    a = a.double()
+    b = b.double()
+    n, c, h, w = a.shape
+    win = min(win_size, h, w)
+    win -= 1 - win % 2  # odd, as skimage requires
+    k = _gaussian_window(win, sigma, a.dtype).expand(c, 1, win, win).contiguous()
+
+    def filt(t):
+        return F.conv2d(t, k, groups=c)
+
+    mu_a, mu_b = filt(a), filt(b)
+    s_aa = filt(a * a) - mu_a**2
+    s_bb = filt(b * b) - mu_b**2
+    s_ab = filt(a * b) - mu_a * mu_b
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (s_aa + s_bb + c2))
+    return s.flatten(1).mean(1).float()
+
+
+def codebook_stats(codes: np.ndarray, K: int) -> dict:
+    """Perplexity exp(H) of the code histogram, codes used, dead codes and the usage fraction."""
+    counts = np.bincount(np.asarray(codes).ravel(), minlength=K).astype(np.float64)
+    if len(counts) > K:
+        raise ValueError(f"codes contain values >= K={K} (max {len(counts) - 1})")
+    p = counts / counts.sum()
+    nz = p[p > 0]
+    used = int((counts > 0).sum())
+    return {
+        "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
+        "codes_used": used,
+        "dead_codes": K - used,
+        "usage": used / K,
+    }

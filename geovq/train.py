@@ -1,0 +1,110 @@
+"""VAE training, checkpoints and encoding of whole splits into latent means."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from geovq.io import GeovqError, load_torch, save_torch
+from geovq.models import build_vae, elbo_terms
+
+ARCH_KEYS = {"vanilla": ("latent_dim", "hidden"), "spatial": ("latent_channels", "grid", "channels")}
+
+
+def split_train_val(n: int, val_fraction: float, seed: int):
+    """Seeded disjoint (train, validation) index arrays; validation is never trained on."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction))) if val_fraction > 0 else 0
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def batches(n, batch_size, generator=None):
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for i in range(0, n, batch_size):
+        yield order[i : i + batch_size]
+
+
+def _epoch_loss(model, images, batch_size, beta, device, opt=None, generator=None):
+    totals = np.zeros(3)
+    for idx in batches(len(images), batch_size, generator):
+        x = images[idx].to(device, non_blocking=True)
+        logits, mu, logvar = model(x)
+        recon, kl = elbo_terms(logits, x, mu, logvar)
+        loss = (recon + beta * kl).mean()
+        if opt is not None:
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        totals += np.array([(recon + kl).sum().item(), recon.sum().item(), kl.sum().item()])
+    return totals / len(images)
+
+
+def train_vae(variant, images, params, *, seed, device, log=print):
+    """Train a VAE on ``images`` (float tensor in [0, 1]); returns (model in eval mode, loss rows).
+
+    Each row has the per-image negative ELBO (nats, beta = 1), reconstruction and KL terms
+    on the training part and on a held-out validation part of the training set.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = build_vae(variant, tuple(images.shape[1:]), params).to(device)
+    tr, va = split_train_val(len(images), params["val_fraction"], seed)
+    train_x, val_x = images[tr], images[va]
+    opt = torch.optim.Adam(model.parameters(), lr=params["lr"])
+    rows = []
+    for epoch in range(1, params["epochs"] + 1):
+        t0 = time.perf_counter()
+        model.train()
+        tr_loss = _epoch_loss(model, train_x, params["batch_size"], params["beta"], device, opt, gen)
+        model.eval()
+        with torch.no_grad():
+            va_loss = _epoch_loss(model, val_x, 1024, params["beta"], device) if len(val_x) else [np.nan] * 3
+        row = {
+            "epoch": epoch,
+            "train_neg_elbo": tr_loss[0], "train_recon": tr_loss[1], "train_kl": tr_loss[2],
+            "val_neg_elbo": va_loss[0], "val_recon": va_loss[1], "val_kl": va_loss[2],
+            "seconds": time.perf_counter() - t0,
+        }
+        rows.append(row)
+        log(f"epoch {epoch}/{params['epochs']}: train -ELBO {tr_loss[0]:.2f} (recon {tr_loss[1]:.2f}, "
+            f"KL {tr_loss[2]:.2f}); val -ELBO {va_loss[0]:.2f}; {row['seconds']:.1f}s")
+    model.eval()
+    return model, rows
+
+
+@torch.no_grad()
+def encode_mu(model, images, device, batch_size=1024) -> np.ndarray:
+    """Latent means mu (N, C, H, W) float32 of every image, model in eval mode."""
+    model.eval()
+    out = [model.encode(images[i : i + batch_size].to(device))[0].cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def decode(model, z, device, batch_size=1024) -> torch.Tensor:
+    """Decoded image means (N, C, H, W) on the CPU for latent grids ``z``, model in eval mode."""
+    model.eval()
+    z = torch.as_tensor(z, dtype=torch.float32)
+    return torch.cat([model.decode(z[i : i + batch_size].to(device)).cpu() for i in range(0, len(z), batch_size)])
+
+
+def save_vae(path, model, variant, params, *, dataset, image_shape):
+    arch = {k: params[k] for k in ARCH_KEYS[variant]}
+    save_torch(path, {
+        "kind": "vae", "variant": variant, "dataset": dataset, "image_shape": list(image_shape),
+        "arch": arch, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+    })
+
+
+def load_vae(path, device="cpu", dataset=None):
+    """A VAE from its checkpoint, in eval mode; ``dataset`` if given must match the checkpoint's."""
+    ck = load_torch(path)
+    if not isinstance(ck, dict) or ck.get("kind") != "vae":
+        raise GeovqError(f"{path}: not a geovq VAE checkpoint")
+    if dataset is not None and ck["dataset"] != dataset:
+        raise GeovqError(f"{path}: checkpoint is for dataset {ck['dataset']!r}, expected {dataset!r}")
+    model = build_vae(ck["variant"], tuple(ck["image_shape"]), ck["arch"])
+    model.load_state_dict(ck["state_dict"])
+    return model.to(device).eval()

@@ -1,0 +1,27 @@
+rule train_vae:
+    """Train one VAE per dataset x variant x seed; write its latent means for both splits."""
+    input:
+        train=RESULTS + "/{dataset}/data/train.npz",
+        test=RESULTS + "/{dataset}/data/test.npz",
+        code=lib("models", "train", "data", "device"),
+    output:
+        model=RUN + "/vae/model.pt",
+        losses=RUN + "/vae/losses.csv",
+        latents_train=RUN + "/vae/latents_train.npz",
+        latents_test=RUN + "/vae/latents_test.npz",
+    params:
+        dataset="{dataset}",
+        variant="{variant}",
+        seed=lambda wc: int(wc.seed),
+        vae=lambda wc: dcfg(wc, "vae")[wc.variant],
+        device=config["device"],
+    threads: config["threads"] or workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        RUN + "/logs/train_vae.log",
+    benchmark:
+        RUN + "/benchmarks/train_vae.tsv"
+    script:
+        "../workflow_scripts/train_vae.py"
