@@ -24,13 +24,13 @@ def _gaussian_window(size: int, sigma: float, dtype) -> torch.Tensor:
     return torch.outer(g, g)
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, win_size: int = 7,
+def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, win_size: int = 11,
          sigma: float = 1.5) -> torch.Tensor:
     """Per-image SSIM (Wang et al. 2004) with a Gaussian window, averaged over valid windows and channels.
 
-    Matches ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, win_size=..., data_range=...)`` per channel.
-    The window defaults to 7 (not Wang's 11) so that it fits 16x16 test images.
+    With win_size=11 this equals ``skimage.metrics.structural_similarity(gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, data_range=...)`` per channel; smaller windows
+    (for images under 11 pixels) use a normalized Gaussian of that many taps.
     """
     a = a.double()
     b = b.double()
