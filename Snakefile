@@ -15,6 +15,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/vae.smk"
 include: "rules/codebook.smk"
+include: "rules/geodesic.smk"
 include: "rules/evaluate.smk"
 
 

@@ -1,0 +1,152 @@
+"""Pipeline stages of the geodesic quantizers: kNN graph, Riemannian lengths, K-medoids, codes.
+
+Quantizer ``graph`` uses the kNN graph's Euclidean edge lengths (Isomap-style geodesics);
+``riemannian`` the decoder-induced lengths. Both share the graph; only ``riemannian`` needs
+the VAE decoder.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from geovq.io import GeovqError, load_npz, save_json, save_npz
+from geovq.stages import _device, _latents, code_subset, write_csv
+
+
+def save_graph(path, G, **extra):
+    G = sp.csr_matrix(G)
+    save_npz(path, data=G.data, indices=G.indices, indptr=G.indptr, shape=np.array(G.shape), **extra)
+
+
+def load_graph(path, keys=()):
+    d = load_npz(path, ("data", "indices", "indptr", "shape", *keys))
+    G = sp.csr_matrix((d["data"], d["indices"], d["indptr"]), shape=tuple(d["shape"]))
+    return G, d
+
+
+def graph_nodes(n_cells, max_nodes, seed):
+    """Train cells that become graph nodes: all, or a seeded subsample of ``max_nodes``."""
+    from geovq.data import subset_indices
+
+    return subset_indices(n_cells, max_nodes, seed * 1000 + 3)
+
+
+def knn_graph(inp, out, params, log):
+    from geovq.codebook import to_cells
+    from geovq.graph import bridge_components, knn_graph as build
+
+    g = params.graph
+    mu, _ = _latents(inp.latents_train)
+    cells = to_cells(mu)
+    nodes = graph_nodes(len(cells), g["max_nodes"], params.seed)
+    x = cells[nodes]
+    K = params.K
+    if K > len(nodes):
+        raise GeovqError(f"config key 'codebook.K': K={K} is larger than the number of graph nodes {len(nodes)} "
+                         f"(graph.max_nodes={g['max_nodes']}, {len(cells)} train cells)")
+    log(f"kNN graph over {len(nodes)} of {len(cells)} train cells (dim {x.shape[1]}), k={g['k']}, {g['symmetrize']}")
+    G, info = build(x, g["k"], symmetrize=g["symmetrize"], method=g["knn_method"], exact_max=g["exact_max"],
+                    seed=params.seed)
+    log(f"{info['n_edges']} undirected edges, {info['n_components']} connected components, "
+        f"recall {info.get('recall', 1.0)}, {info['seconds']:.1f}s")
+    if info["n_components"] > 1:
+        if not g["bridge"]:
+            raise GeovqError(f"kNN graph has {info['n_components']} connected components and config key "
+                             f"'graph.bridge' is false: some cells would get no code; raise graph.k or enable bridging")
+        G, n_bridges = bridge_components(G, x)
+        info["n_bridges"] = int(n_bridges)
+        log(f"bridged components with {n_bridges} closest-pair edges")
+    save_graph(out.graph, G, nodes=nodes.astype(np.int64), x=x)
+    save_json(out.info, {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in info.items()})
+
+
+def riemannian_lengths(inp, out, params, log):
+    from geovq.riemann import cell_metrics, edge_lengths_from_metrics
+    from geovq.train import load_vae
+
+    device = _device(params)
+    G, d = load_graph(inp.graph, ("nodes", "x"))
+    mu, _ = _latents(inp.latents_train)
+    model = load_vae(inp.model, device)
+    log(f"pull-back metrics of {len(d['nodes'])} nodes (decoder in eval mode, device {device})")
+    metrics = cell_metrics(model.decode, mu, d["nodes"], device=device)
+    L = edge_lengths_from_metrics(G, d["x"], metrics)
+    ratio = L.data / np.maximum(G.data, 1e-30)
+    log(f"{L.nnz // 2} edges; Riemannian/Euclidean length ratio median {np.median(ratio):.3g} "
+        f"(5%: {np.quantile(ratio, 0.05):.3g}, 95%: {np.quantile(ratio, 0.95):.3g})")
+    save_graph(out.lengths, L, nodes=d["nodes"], x=d["x"], metrics=metrics)
+
+
+def geodesic_medoids(inp, out, params, log):
+    from geovq.geodesic import GeodesicKMedoids
+
+    G, d = load_graph(inp.lengths, ("nodes", "x"))
+    m = params.medoids
+    K = params.K
+    if K > G.shape[0]:
+        raise GeovqError(f"config key 'codebook.K': K={K} is larger than the number of graph nodes {G.shape[0]}")
+    log(f"geodesic K-medoids K={K} on {G.shape[0]} nodes, {G.nnz // 2} edges, init {m['init']}")
+    km = GeodesicKMedoids(K, init=m["init"], max_iter=m["max_iter"], swap=m["swap"], seed=params.seed).fit(G, d["x"])
+    for i, obj in enumerate(km.objective_):
+        log(f"step {i}: objective {obj:.6g}")
+    save_npz(out.codebook, codebook=km.cluster_centers_.astype(np.float32), K=np.int64(K),
+             medoids=km.medoids_, medoid_cells=d["nodes"][km.medoids_])
+    save_npz(out.voronoi, dist=km.dist_, label=km.labels_)
+    write_csv(out.objective, [{"step": i, "objective": o} for i, o in enumerate(km.objective_)])
+
+
+def geodesic_codes(inp, out, params, log):
+    """Codes of train and test cells: a graph node keeps its Voronoi label; any other cell is
+    linked to its k nearest nodes and takes the label of the shortest path through them."""
+    G, d = load_graph(inp.lengths, ("nodes", "x"))
+    vor = load_npz(inp.voronoi, ("dist", "label"))
+    K = int(load_npz(inp.codebook, ("K",))["K"])
+    nodes, x_nodes = d["nodes"], d["x"]
+    k = params.graph["k"]
+    model = device = metrics_nodes = None
+    if params.quantizer == "riemannian":
+        from geovq.train import load_vae
+
+        device = _device(params)
+        model = load_vae(inp.model, device)
+        metrics_nodes = d["metrics"]
+    for split, path in (("train", out.codes_train), ("test", out.codes_test)):
+        mu, labels = _latents(getattr(inp, f"latents_{split}"))
+        img = code_subset(len(mu), params.codebook[f"{split}_images"], params.seed, split)
+        n, c, h, w = mu[img].shape
+        cell_ids = (img[:, None] * (h * w) + np.arange(h * w)[None]).ravel()  # cells of the chosen images
+        codes = np.empty(len(cell_ids), np.int64)
+        is_node = np.zeros(len(cell_ids), bool)
+        if split == "train":  # graph nodes already have their geodesic label
+            pos = np.searchsorted(nodes, cell_ids)
+            is_node = (pos < len(nodes)) & (nodes[np.minimum(pos, len(nodes) - 1)] == cell_ids)
+            codes[is_node] = vor["label"][pos[is_node]]
+        new_ids = cell_ids[~is_node]
+        if len(new_ids):
+            codes[~is_node] = _link_new_cells(new_ids, mu, x_nodes, vor, k, params, log, split,
+                                              metrics_nodes, model, device)
+        save_npz(path, codes=codes.reshape(n, h, w), image_index=img, labels=labels[img], K=np.int64(K))
+        log(f"{split}: {len(cell_ids)} cells of {n} images; {int(is_node.sum())} graph nodes, {len(new_ids)} linked")
+
+
+def _link_new_cells(new_ids, mu, x_nodes, vor, k, params, log, split, metrics_nodes, model, device):
+    """Codes of cells outside the graph: link to the k nearest nodes, shortest path through them."""
+    from geovq.codebook import to_cells
+    from geovq.geodesic import assign_new
+    from geovq.graph import knn_query
+
+    x_new = to_cells(mu)[new_ids]
+    nbr, nbr_euc, _ = knn_query(x_nodes, x_new, k, seed=params.seed)
+    if model is None:
+        lengths = nbr_euc.astype(np.float64)
+    else:
+        from geovq.riemann import cell_metrics, new_point_lengths
+
+        if params.graph["new_point_metric"] == "exact":
+            log(f"{split}: pull-back metrics of {len(new_ids)} new cells")
+            metrics_new = cell_metrics(model.decode, mu, new_ids, device=device)
+        else:
+            metrics_new = None  # one-sided: the graph node's metric at both ends
+        lengths = new_point_lengths(metrics_new, x_new, metrics_nodes, x_nodes, nbr)
+    return assign_new(nbr, lengths, vor["dist"], vor["label"])[0]
