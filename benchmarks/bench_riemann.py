@@ -1,0 +1,201 @@
+"""Throughput of decoder-induced Riemannian metrics and edge lengths (geovq.riemann) against this machine's matmul roofline."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+from geovq.riemann import METHODS, cell_metrics, edge_lengths_from_metrics, edge_lengths_jvp
+
+
+class Upsample(nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x):
+        return nn.functional.interpolate(x, size=(self.size, self.size), mode="nearest")
+
+
+def conv_decoder(c=8):
+    """Stand-in spatial decoder: (c, 4, 4) grid -> (1, 28, 28) mean, BN with non-trivial running stats."""
+    net = nn.Sequential(
+        nn.Conv2d(c, 32, 1), Upsample(7), nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        Upsample(14), nn.Conv2d(32, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        Upsample(28), nn.Conv2d(16, 1, 3, padding=1), nn.Sigmoid())
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+    return net.eval(), (c, 4, 4)
+
+
+def mlp_decoder(d=16):
+    """Stand-in vanilla decoder: (d, 1, 1) grid -> (1, 28, 28) mean, 16 -> 512 -> 512 -> 784."""
+    body = nn.Sequential(nn.Flatten(), nn.Linear(d, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                         nn.Linear(512, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28)))
+    return body.eval(), (d, 1, 1)
+
+
+def forward_flops(decode, module, grid):
+    """Multiply-add FLOPs (2 per MAC) of convs and linears in one image's forward pass."""
+    total = [0]
+
+    def hook(m, inp, out):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            cin = m.in_channels if isinstance(m, nn.Conv2d) else m.out_channels
+            macs = (out.numel() if isinstance(m, nn.Conv2d) else inp[0].numel()) * (
+                cin // m.groups) * math.prod(m.kernel_size)
+            total[0] += 2 * macs
+        elif isinstance(m, nn.Linear):
+            total[0] += 2 * out.numel() * m.in_features
+
+    handles = [m.register_forward_hook(hook) for m in module.modules()]
+    try:
+        with torch.no_grad():
+            decode(torch.zeros(1, *grid))
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def matmul_roofline(n=2048, reps=5):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b)[1] for _ in range(reps))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def knn_csr(x, k, chunk=2048):
+    """Symmetric (union) exact kNN graph of the rows of x by chunked torch distances."""
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    sq = (xt ** 2).sum(1)
+    nbr = []
+    for s in range(0, len(xt), chunk):
+        d2 = sq[s:s + chunk, None] - 2 * xt[s:s + chunk] @ xt.T + sq[None]
+        d2[torch.arange(d2.shape[0]), torch.arange(s, s + d2.shape[0])] = float("inf")
+        nbr.append(d2.topk(k, largest=False).indices)
+    nbr = torch.cat(nbr).numpy()
+    A = sp.csr_matrix((np.ones(nbr.size), (np.repeat(np.arange(len(x)), k), nbr.ravel())), shape=(len(x),) * 2)
+    return sp.csr_matrix(A.maximum(A.T))
+
+
+def bench(name, decode, module, grid, args, roof, rows):
+    C, H, W = grid
+    rng = np.random.default_rng(args.seed)
+    n_img = math.ceil(args.n_cells / (H * W))
+    Z = args.latents if args.latents is not None else rng.normal(size=(n_img, C, H, W)).astype(np.float32)
+    n_cells = min(args.n_cells, Z.shape[0] * H * W)
+    x = Z.transpose(0, 2, 3, 1).reshape(-1, C)[:n_cells]
+    F = forward_flops(decode, module, grid)
+    print(f"\n## {name}: grid {grid}, forward {F / 1e6:.2f} MFLOP/image, {n_cells} cells")
+
+    graph, t_knn = _timed(lambda: knn_csr(x, args.k))
+    E = graph.nnz // 2
+    coo = sp.triu(graph, 1).tocoo()
+    pick = rng.choice(len(coo.row), min(args.jvp_edges, len(coo.row)), replace=False)
+    i, j = coo.row[pick], coo.col[pick]
+    sample = rng.choice(n_cells, min(args.metric_cells, n_cells), replace=False)
+    bs = args.batch_size
+
+    # the paths are timed in interleaved rounds, best round kept: on a shared machine a
+    # slow spell then hits every path alike instead of whichever happened to run in it
+    paths = {m: (lambda m=m: cell_metrics(decode, Z, sample, method=m, batch_size=bs)) for m in METHODS}
+    paths["edge_jvp"] = lambda: edge_lengths_jvp(decode, Z, i, j, x[i], x[j], batch_size=bs)
+    for fn in paths.values():  # warm-up (first jvp loads torch's decompositions)
+        fn()
+    times = {k: [] for k in paths}
+    out = {}
+    for _ in range(args.rounds):
+        for k, fn in paths.items():
+            out[k], dt = _timed(fn)
+            times[k].append(dt)
+    best_t = {k: min(v) for k, v in times.items()}
+    spread = {k: max(v) / min(v) for k, v in times.items()}
+
+    # work per cell: primal + C tangents (fold_jvp: C primals + C tangents); per edge: 2 x (primal + tangent)
+    work = {"vmap_jvp": (1 + C) * F, "vmap_jacfwd": (1 + C) * F, "fold_jvp": 2 * C * F}
+    rates = {m: len(sample) / best_t[m] for m in METHODS}
+    ref = out["vmap_jacfwd"]
+    for m in METHODS:
+        err = float(np.max(np.abs(out[m] - ref)) / np.max(np.abs(ref)))
+        gf = work[m] * rates[m] / 1e9
+        rows.append((name, f"metrics {m}", f"{rates[m]:,.0f} cells/s", f"{gf:.1f}", f"{100 * gf / roof:.1f} %",
+                     f"rounds spread x{spread[m]:.2f}; vs jacfwd {err:.1e}"))
+    best = max(rates, key=rates.get)
+
+    # metrics path on the whole graph (one long run, shown as measured) vs per-edge JVP on a sample
+    metrics, t_met = _timed(lambda: cell_metrics(decode, Z, np.arange(n_cells), method=best, batch_size=bs))
+    L, t_len = _timed(lambda: edge_lengths_from_metrics(graph, x, metrics))
+    t_path = n_cells / rates[best] + t_len  # at the best-round rate, comparable with the JVP row
+    rate_jvp = len(pick) / best_t["edge_jvp"]
+    err = float(np.max(np.abs(np.asarray(L[i, j]).ravel() - out["edge_jvp"]) / out["edge_jvp"]))
+    print(f"kNN k={args.k}: {E:,} undirected edges ({t_knn:.1f} s); whole graph via metrics: cell_metrics "
+          f"{t_met:.1f} s + edge_lengths_from_metrics {t_len:.2f} s; per-edge JVP {len(pick)} edges "
+          f"{best_t['edge_jvp']:.1f} s (best of {args.rounds}); max rel diff of the two paths {err:.1e}")
+    gf = work[best] * n_cells / t_path / 1e9
+    rows.append((name, f"edges via metrics ({best})", f"{E / t_path:,.0f} edges/s", f"{gf:.1f}",
+                 f"{100 * gf / roof:.1f} %", f"{t_path:.1f} s for {E:,} edges ({t_met + t_len:.1f} s measured)"))
+    gf = 4 * F * rate_jvp / 1e9
+    rows.append((name, "edges via per-edge JVP", f"{rate_jvp:,.0f} edges/s", f"{gf:.1f}", f"{100 * gf / roof:.1f} %",
+                 f"~{E / rate_jvp:.0f} s for {E:,} edges: metrics path x{(E / rate_jvp) / t_path:.1f} faster"))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--n-cells", type=int, default=20_000, help="graph nodes (cells)")
+    p.add_argument("--k", type=int, default=20)
+    p.add_argument("--metric-cells", type=int, default=512, help="cells timed per metric method and round")
+    p.add_argument("--jvp-edges", type=int, default=1024, help="edges timed on the per-edge JVP path per round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the best is kept")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--checkpoint", help="geovq VAE checkpoint (geovq.train.load_vae) instead of the stand-ins")
+    p.add_argument("--latents", help=".npy of latent grids (N, C, H, W) to use instead of N(0, 1) samples")
+    p.add_argument("--only", choices=["conv", "mlp"], help="benchmark one stand-in only")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    args.latents = np.load(args.latents).astype(np.float32) if args.latents else None
+
+    roof = matmul_roofline()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 2048x2048 matmul: {roof:.0f} GFLOP/s")
+    rows = []
+    if args.checkpoint:
+        from geovq.train import load_vae
+        model = load_vae(args.checkpoint)
+        bench(args.checkpoint, model.decode, model, tuple(model.latent_shape), args, roof, rows)
+    else:
+        for name, build in [("conv 8x4x4", conv_decoder), ("mlp 16", mlp_decoder)]:
+            if args.only and not name.startswith(args.only):
+                continue
+            module, grid = build()
+            bench(name, module, module, grid, args, roof, rows)
+
+    # the machine may be shared: a roofline far from the start's means the ratios drifted
+    print(f"\nfp32 matmul roofline at the end: {matmul_roofline():.0f} GFLOP/s (start {roof:.0f}). GFLOP/s "
+          f"counts the conv/linear FLOPs each path executes (fold_jvp recomputes the primal C times).")
+    head = ("decoder", "path", "throughput", "GFLOP/s", "of roofline", "note")
+    widths = [max(len(str(r[c])) for r in rows + [head]) for c in range(len(head))]
+    print()
+    for r in [head, tuple("-" * w for w in widths)] + rows:
+        print(" | ".join(str(v).ljust(w) for v, w in zip(r, widths)))
+
+
+if __name__ == "__main__":
+    main()
