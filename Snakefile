@@ -20,7 +20,11 @@ include: "rules/data.smk"
 include: "rules/vae.smk"
 include: "rules/codebook.smk"
 include: "rules/geodesic.smk"
+include: "rules/vqvae.smk"
+include: "rules/classifier.smk"
+include: "rules/prior.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:

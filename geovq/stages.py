@@ -164,14 +164,16 @@ def evaluate(inp, out, params, log):
     from geovq.codebook import quantize
     from geovq.data import load_prepared
     from geovq.metrics import codebook_stats, mse, psnr, ssim
-    from geovq.train import decode, load_vae
+    from geovq.io import load_json
+    from geovq.train import decode
+    from geovq.vqvae import load_decoder
 
     device = _device(params)
     images, _ = load_prepared(inp.test)
     codes = load_codes(inp.codes_test)
     idx = codes["image_index"]
     real = images[idx]
-    model = load_vae(inp.model, device, dataset=params.dataset)
+    model = load_decoder(inp.model, device, dataset=params.dataset)  # the VAE, or the VQ-VAE for vqvae
     mu, _ = _latents(inp.latents_test)
     codebook = load_npz(inp.codebook, ("codebook",))["codebook"]
     K = int(codes["K"])
@@ -191,6 +193,13 @@ def evaluate(inp, out, params, log):
     result.update({f"test_{k}": v for k, v in codebook_stats(codes["codes"], K).items()})
     train_codes = load_codes(inp.codes_train, K)["codes"]
     result.update({f"train_{k}": v for k, v in codebook_stats(train_codes, K).items()})
+    # the generative side: prior NLL on the test codes, Frechet distances, conditional accuracy
+    nll = load_json(inp.nll)
+    result.update({k: nll[k] for k in ("test_bits_per_token", "test_bits_per_image")})
+    quality = load_json(inp.sample_quality)
+    result.update({k: v for k, v in quality.items() if k not in result and not isinstance(v, (dict, list, str))})
+    reference = load_json(inp.recon_quality)  # the continuous VAE's reconstructions, and real vs real
+    result.update({k: reference[k] for k in ("fd_cont_recon_real", "fd_real_train_real")})
     log(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     save_json(out.metrics, result)
 
@@ -201,6 +210,8 @@ TABLE_COLUMNS = [
     "mse_quant_real", "psnr_quant_real", "ssim_quant_real",
     "mse_quant_cont", "psnr_quant_cont", "ssim_quant_cont",
     "latent_sq_error", "test_perplexity", "test_codes_used", "test_dead_codes", "train_perplexity",
+    "test_bits_per_token", "test_bits_per_image", "fd_samples_real", "fd_quant_recon_real",
+    "fd_cont_recon_real", "fd_real_train_real", "conditional_accuracy", "quant_recon_accuracy",
 ]
 
 
@@ -217,4 +228,6 @@ def metrics_table(inp, out, params, log):
         df.to_csv(tmp, index=False, float_format="%.6g")
     with atomic_path(out.md) as tmp:
         Path(tmp).write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
+    with atomic_path(out.html) as tmp:
+        Path(tmp).write_text(df.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0))
     log(f"{len(df)} rows -> {out.csv}, {out.md}")

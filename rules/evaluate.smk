@@ -1,13 +1,16 @@
 rule evaluate:
-    """Paired test-set metrics of one quantizer: reconstructions, codebook usage."""
+    """Paired test-set metrics of one quantizer: reconstructions, codebook usage, prior NLL, sample quality."""
     input:
         test=RESULTS + "/{dataset}/data/test.npz",
-        model=RUN + "/vae/model.pt",
-        latents_test=RUN + "/vae/latents_test.npz",
+        model=decoder_of,
+        latents_test=latents_test_of,
         codebook=QRUN + "/codebook.npz",
         codes_train=QRUN + "/codes_train.npz",
         codes_test=QRUN + "/codes_test.npz",
-        code=lib("metrics", "codebook", "train", "models", "data"),
+        nll=QRUN + "/prior/nll.json",
+        sample_quality=QRUN + "/prior/sample_quality.json",
+        recon_quality=RUN + "/vae/recon_quality.json",
+        code=lib("metrics", "codebook", "train", "vqvae", "models", "data"),
     output:
         metrics=QRUN + "/metrics.json",
     params:
@@ -38,8 +41,9 @@ rule metrics_table:
         ),
         code=lib(),
     output:
-        csv=RESULTS + "/tables/metrics.csv",
+        csv=report(RESULTS + "/tables/metrics.csv", caption="../report/metrics_table.rst", category="Metrics table"),
         md=RESULTS + "/tables/metrics.md",
+        html=report(RESULTS + "/tables/metrics.html", caption="../report/metrics_table.rst", category="Metrics table"),
     log:
         RESULTS + "/logs/metrics_table.log",
     script:

@@ -1,0 +1,606 @@
+"""Geodesic k-medoids on a weighted kNN graph: Voronoi assignment, medoid updates, local swaps, new-point codes."""
+
+from __future__ import annotations
+
+import time
+
+import faiss
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import dijkstra
+
+# Rows x columns of one block of a Dijkstra distance matrix (float64): bounds the memory
+# of medoid updates and swap evaluations to ~32 MB whatever the cluster sizes.
+_BLOCK = 4_000_000
+_NO_CELL = np.iinfo(np.int64).min // 4  # offset marking a cell outside the region
+
+
+def _check_graph(G):
+    if not sp.issparse(G) or G.ndim != 2 or G.shape[0] != G.shape[1]:
+        raise ValueError(f"G: expected a square scipy.sparse matrix, got {type(G).__name__} "
+                         f"of shape {getattr(G, 'shape', None)}")
+    G = sp.csr_matrix(G, dtype=np.float64)
+    if G.nnz and not (G.data >= 0).all():
+        raise ValueError("G: edge lengths must be >= 0 and not NaN")
+    return G
+
+
+def _check_nodes(nodes, n, name):
+    nodes = np.asarray(nodes)
+    if nodes.ndim != 1 or nodes.size == 0 or not np.issubdtype(nodes.dtype, np.integer):
+        raise ValueError(f"{name}: expected a non-empty 1-D array of node ids, got {nodes!r:.80}")
+    nodes = nodes.astype(np.int64)
+    if nodes.min() < 0 or nodes.max() >= n:
+        raise ValueError(f"{name}: node ids must be in [0, {n}), got [{nodes.min()}, {nodes.max()}]")
+    if np.unique(nodes).size != nodes.size:
+        raise ValueError(f"{name}: node ids must be distinct")
+    return nodes
+
+
+def _voronoi(G, medoids):
+    dist, _, src = dijkstra(G, directed=True, indices=medoids, min_only=True,
+                            return_predecessors=True)
+    if (src < 0).any():
+        raise ValueError(f"G: {int((src < 0).sum())} node(s) unreachable from every medoid; "
+                         "bridge components first (graph.bridge_components)")
+    pos = np.empty(G.shape[0], dtype=np.int64)
+    pos[medoids] = np.arange(medoids.size)
+    return dist, pos[src]
+
+
+def voronoi(G, medoids):
+    """Geodesic Voronoi cells of `medoids` on symmetric graph G (N, N) of edge lengths.
+
+    One multi-source Dijkstra pass (directed=True: G is symmetric, and the directed code
+    path is 2-3x faster). Returns dist (N,) float64, the geodesic distance to the nearest
+    medoid, and label (N,) int64, that medoid's position 0..K-1 in `medoids`. Labels
+    follow the shortest-path tree, so every cell is connected and contains the path from
+    its medoid to each member. ValueError if some node is unreachable.
+    """
+    G = _check_graph(G)
+    medoids = _check_nodes(medoids, G.shape[0], "medoids")
+    return _voronoi(G, medoids)
+
+
+def _gather_rows(G, nodes):
+    """(row position, column, value) of all stored entries in rows `nodes` of CSR G."""
+    starts, ends = G.indptr[nodes], G.indptr[nodes + 1]
+    offs = _ranges(starts, ends)
+    return np.repeat(np.arange(nodes.size), ends - starts), G.indices[offs], G.data[offs]
+
+
+def _induced(G, nodes, loc):
+    """Subgraph of CSR G induced by `nodes`, in O(sum of their degrees).
+
+    `loc` is a caller-owned int array of length N filled with -1 (restored on return):
+    slicing G[nodes][:, nodes] costs O(N) per call, which dominates for small clusters
+    of a large graph.
+    """
+    loc[nodes] = np.arange(nodes.size)
+    r, c, v = _gather_rows(G, nodes)
+    lc = loc[c]
+    keep = lc >= 0
+    loc[nodes] = -1
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(r[keep], minlength=nodes.size))])
+    return sp.csr_matrix((v[keep], lc[keep], indptr), shape=(nodes.size, nodes.size))
+
+
+def _row_sums(H, sources, limit=np.inf):
+    """Sum over all nodes of H of the distance from each source, in memory-bounded blocks."""
+    step = max(1, _BLOCK // H.shape[0])
+    out = np.empty(sources.size)
+    for s in range(0, sources.size, step):
+        D = dijkstra(H, directed=True, indices=sources[s:s + step], limit=limit)
+        out[s:s + step] = D.sum(axis=1)
+    return out
+
+
+def medoid_update(G, members, *, current=None, exact_max=1000, n_sample=64, n_candidates=16,
+                  seed=0, _loc=None):
+    """The member minimising the sum of geodesic distances to the other members.
+
+    Distances are shortest paths in the subgraph of G induced by `members` (not in all of
+    G): for a Voronoi cell (see `voronoi`) the path from the medoid to each member stays
+    inside the cell, so the current cost is unchanged by the restriction, the chosen
+    medoid can only lower it, and the cost is O(|members|^2) instead of O(|members| N).
+    Up to `exact_max` members: exact, by Dijkstra from every member. Above: Dijkstra
+    from `n_sample` seeded random members ranks all members by their summed distance
+    to the sample (G is symmetric), and the `n_candidates` best plus `current` are
+    compared by exact sums. `current`, if given and tied for best, is kept.
+    ValueError if the members do not induce a connected subgraph.
+    """
+    G = _check_graph(G) if _loc is None else G
+    members = _check_nodes(members, G.shape[0], "members")
+    if members.size == 1:
+        return int(members[0])
+    loc = np.full(G.shape[0], -1, dtype=np.int64) if _loc is None else _loc
+    H = _induced(G, members, loc)
+    n = members.size
+    cur = None
+    if current is not None:
+        hit = np.flatnonzero(members == current)
+        if hit.size == 0:
+            raise ValueError(f"current={current} is not one of the members")
+        cur = int(hit[0])
+    if n <= exact_max:
+        cand = np.arange(n)
+    else:
+        rng = np.random.default_rng(seed)
+        sample = rng.choice(n, size=min(n_sample, n), replace=False)
+        est = np.zeros(n)
+        step = max(1, _BLOCK // n)
+        for s in range(0, sample.size, step):
+            est += dijkstra(H, directed=True, indices=sample[s:s + step]).sum(axis=0)
+        cand = np.argpartition(est, min(n_candidates, n) - 1)[:n_candidates]
+        if cur is not None:
+            cand = np.union1d(cand, [cur])
+    sums = _row_sums(H, cand)
+    if not np.isfinite(sums).all():
+        raise ValueError("members: they do not induce a connected subgraph of G")
+    best = int(cand[np.argmin(sums)])
+    if cur is not None and cur in cand and sums[np.flatnonzero(cand == cur)[0]] <= sums.min():
+        best = cur
+    return int(members[best])
+
+
+def second_nearest(G, dist, label):
+    """Geodesic distance from each node to its second-nearest medoid, given `voronoi` output.
+
+    The shortest path from any other medoid enters the node's cell for the last time
+    through an edge (v, u) with v outside the cell, so the answer is one Dijkstra from a
+    virtual source linked to each boundary node u by min_v dist[v] + G[v, u], over the
+    edges inside cells only. Exact for cells that are shortest-path trees; inf where
+    only one medoid is reachable.
+    """
+    n = G.shape[0]
+    deg = np.diff(G.indptr)
+    own = np.repeat(label.astype(np.int32), deg)      # label of each entry's row
+    inside = own == label.astype(np.int32)[G.indices]
+    del own
+    # G is symmetric: the edges into u are row u's entries
+    via = np.where(inside, np.inf, dist[G.indices] + G.data)
+    entry = np.full(n, np.inf)
+    nonempty = deg > 0
+    entry[nonempty] = np.minimum.reduceat(via, G.indptr[:-1][nonempty])
+    del via
+    has = np.isfinite(entry)
+    indptr = np.concatenate([[0], np.cumsum(inside), [0]])[np.append(G.indptr, -1)]
+    indptr[-1] = indptr[-2] + has.sum()
+    H = sp.csr_matrix((np.concatenate([G.data[inside], entry[has]]),
+                       np.concatenate([G.indices[inside], np.flatnonzero(has).astype(G.indices.dtype)]),
+                       indptr), shape=(n + 1, n + 1))
+    return dijkstra(H, directed=True, indices=n)[:n]
+
+
+def assign_new(nbr_idx, nbr_len, node_dist, node_label):
+    """Codes of new vectors linked to graph nodes: label of the medoid nearest through the links.
+
+    nbr_idx (M, k) node ids and nbr_len (M, k) link lengths (Euclidean or Riemannian,
+    computed by the caller); node_dist (N,), node_label (N,) from `voronoi`. Returns codes
+    (M,) int64 = node_label[j*] and dist (M,) float64 = nbr_len[m, j*] + node_dist[j*],
+    with j* the link minimising that sum. Entries with nbr_idx < 0 are ignored.
+    """
+    nbr_idx = np.asarray(nbr_idx)
+    nbr_len = np.asarray(nbr_len, dtype=np.float64)
+    node_dist = np.asarray(node_dist, dtype=np.float64)
+    node_label = np.asarray(node_label)
+    if nbr_idx.ndim != 2 or nbr_idx.shape != nbr_len.shape:
+        raise ValueError(f"nbr_idx {nbr_idx.shape} and nbr_len {nbr_len.shape} must be equal (M, k)")
+    if node_dist.shape != node_label.shape or node_dist.ndim != 1:
+        raise ValueError(f"node_dist {node_dist.shape} and node_label {node_label.shape} must be equal (N,)")
+    if nbr_idx.max(initial=-1) >= node_dist.size:
+        raise ValueError(f"nbr_idx: node id {nbr_idx.max()} >= number of nodes N={node_dist.size}")
+    if np.isnan(nbr_len).any() or (nbr_len < 0).any():
+        raise ValueError("nbr_len: lengths must be >= 0 and not NaN")
+    valid = nbr_idx >= 0
+    safe = np.where(valid, nbr_idx, 0)
+    total = np.where(valid, nbr_len + node_dist[safe], np.inf)
+    j = np.argmin(total, axis=1)
+    rows = np.arange(nbr_idx.shape[0])
+    dist = total[rows, j]
+    if not np.isfinite(dist).all():
+        raise ValueError(f"nbr_idx: {int((~np.isfinite(dist)).sum())} new vector(s) have no valid link")
+    return node_label[safe[rows, j]].astype(np.int64), dist
+
+
+def _ranges(lo, hi):
+    """Concatenation of arange(lo[i], hi[i]) over i, without a Python loop."""
+    lens = hi - lo
+    out = np.repeat(lo - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+    return out + np.arange(out.size)
+
+
+def _cluster_order(label, k):
+    """Nodes sorted by cluster and each cluster's [start, stop) in that order."""
+    order = np.argsort(label, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(np.bincount(label, minlength=k))])
+    return order, starts
+
+
+def _cluster_adjacency(G, label, k):
+    """CSR (indptr, indices) of the cluster graph: q adjacent to p if an edge joins their cells."""
+    lab = label.astype(np.int32)
+    a = np.repeat(lab, np.diff(G.indptr))
+    b = lab[G.indices]
+    # a K x K flag table instead of sorting the (many) cross edges
+    flag = np.zeros(k * k, dtype=bool)
+    cross = a != b
+    flag[a[cross].astype(np.int64) * k + b[cross]] = True
+    flag[np.arange(k) * (k + 1)] = False
+    rows, cols = np.nonzero(flag.reshape(k, k))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=k))])
+    return indptr, cols
+
+
+def _init_kmeans(x, k, seed):
+    """faiss k-means centroids, each snapped to its nearest unused node."""
+    km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False,
+                      max_points_per_centroid=256)
+    km.cp.min_points_per_centroid = 1  # silences faiss's "too few points" warning on tiny tests
+    km.train(x)
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    _, near = index.search(km.centroids, min(32, x.shape[0]))
+    used = np.zeros(x.shape[0], dtype=bool)
+    medoids = []
+    for row in near:
+        free = row[(row >= 0) & ~used[np.maximum(row, 0)]]
+        if free.size:
+            m = int(free[0])
+        else:  # all 32 nearest taken: any unused node will do
+            m = int(np.flatnonzero(~used)[0])
+        used[m] = True
+        medoids.append(m)
+    return np.array(medoids, dtype=np.int64)
+
+
+def _init_kmeanspp(G, k, rng):
+    """Geodesic D^2 sampling: one bounded Dijkstra per added medoid (K passes)."""
+    n = G.shape[0]
+    medoids = [int(rng.integers(n))]
+    dist = dijkstra(G, directed=True, indices=medoids[0])
+    if not np.isfinite(dist).all():
+        raise ValueError("G: not connected; bridge components first (graph.bridge_components)")
+    for _ in range(1, k):
+        p = dist ** 2
+        p[medoids] = 0.0
+        m = int(rng.choice(n, p=p / p.sum()))
+        medoids.append(m)
+        # nodes farther than max(dist) from m cannot get closer to it
+        np.minimum(dist, dijkstra(G, directed=True, indices=m, limit=dist.max()), out=dist)
+    return np.array(medoids, dtype=np.int64)
+
+
+class GeodesicKMedoids:
+    """K-medoids on a graph's geodesic distances: objective sum_i d_geo(i, medoid(i)).
+
+    fit(G, x): init -> alternate {Voronoi assignment (one Dijkstra pass); medoid_update of
+    every changed cell} until no medoid moves -> swap rounds (`swap=True`, see
+    `_SwapSearch`) until no swap helps -> alternate again; at most `max_iter` alternations
+    and `max_swap_rounds` swap rounds, and a phase also stops when an iteration lowers the
+    objective by <= tol x objective. G: symmetric CSR (N, N) of positive edge lengths,
+    connected. Memory O(nnz(G) + N); no N x N or K x N matrix.
+    init: "kmeans" (faiss k-means on x, centroids snapped to distinct nearest nodes),
+    "kmeans++" (geodesic D^2 sampling, K Dijkstra passes; tends to pick outliers),
+    "random" (seeded), or an array of K node ids.
+
+    Attributes after fit: medoids_ (K,) node ids, labels_ (N,) positions 0..K-1, dist_ (N,)
+    geodesic distance to the medoid, cluster_centers_ = x[medoids_], objective_ (the
+    initial value, then one per alternation or swap round that moved medoids;
+    non-increasing), n_iter_ = len(objective_) - 1, n_swaps_, timings_ (s per phase).
+    """
+
+    def __init__(self, n_clusters, *, init="kmeans", max_iter=20, tol=0.0, seed=0, swap=True,
+                 max_swap_rounds=100, swap_candidates=8, exact_max=200, verbose=False):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.seed = seed
+        self.swap = swap
+        self.max_swap_rounds = max_swap_rounds
+        self.swap_candidates = swap_candidates
+        self.exact_max = exact_max
+        self.verbose = verbose
+
+    def _log(self, msg):
+        if self.verbose:
+            print(f"[GeodesicKMedoids] {msg}", flush=True)
+
+    def _init_medoids(self, G, x, rng):
+        k = self.n_clusters
+        if isinstance(self.init, (np.ndarray, list, tuple)):
+            return _check_nodes(self.init, G.shape[0], "init")
+        if self.init == "kmeans":
+            return _init_kmeans(x, k, self.seed)
+        if self.init == "kmeans++":
+            return _init_kmeanspp(G, k, rng)
+        if self.init == "random":
+            return np.sort(rng.choice(G.shape[0], size=k, replace=False)).astype(np.int64)
+        raise ValueError(f"init={self.init!r} must be 'kmeans', 'kmeans++', 'random' or node ids")
+
+    def _alternate(self, G, medoids, dist, label, loc, n_iter):
+        """Medoid updates + reassignment until no medoid moves; returns the new state."""
+        k = medoids.size
+        dirty = np.ones(k, dtype=bool)
+        while n_iter < self.max_iter:
+            order, starts = _cluster_order(label, k)
+            new = medoids.copy()
+            for j in np.flatnonzero(dirty):
+                new[j] = medoid_update(G, order[starts[j]:starts[j + 1]], current=medoids[j],
+                                       exact_max=self.exact_max, seed=self.seed + j, _loc=loc)
+            if np.array_equal(new, medoids):
+                break
+            new_dist, new_label = _voronoi(G, new)
+            obj = float(new_dist.sum())
+            n_iter += 1
+            if obj > self.objective_[-1]:  # only float noise can do this; keep the better state
+                break
+            # a cell needs a new update only if its members or medoid changed
+            changed = (new_label != label) | (new_dist != dist)
+            dirty = np.zeros(k, dtype=bool)
+            dirty[new_label[changed]] = True
+            dirty[label[changed]] = True
+            dirty[new != medoids] = True
+            gain = self.objective_[-1] - obj
+            medoids, dist, label = new, new_dist, new_label
+            self.objective_.append(obj)
+            self._log(f"alternate {n_iter}: objective {obj:.6g}")
+            if gain <= self.tol * obj:
+                break
+        return medoids, dist, label, n_iter
+
+    def fit(self, G, x):
+        G = _check_graph(G)
+        n = G.shape[0]
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[0] != n:
+            raise ValueError(f"x: expected shape (N={n}, C), got {x.shape}")
+        k = self.n_clusters
+        if not (isinstance(k, (int, np.integer)) and 1 <= k <= n):
+            raise ValueError(f"n_clusters={k!r} must be an integer in [1, number of nodes N={n}]")
+        rng = np.random.default_rng(self.seed)
+        t0 = time.perf_counter()
+        self.timings_ = {}
+        medoids = self._init_medoids(G, np.ascontiguousarray(x, dtype=np.float32), rng)
+        if medoids.size != k:
+            raise ValueError(f"init: {medoids.size} medoids given, n_clusters={k}")
+        self.timings_["init"] = time.perf_counter() - t0
+        dist, label = _voronoi(G, medoids)
+        self.objective_ = [float(dist.sum())]
+        self._log(f"init {self.init}: objective {self.objective_[-1]:.6g}")
+        loc = np.full(n, -1, dtype=np.int64)
+        n_iter, n_rounds, self.n_swaps_ = 0, 0, 0
+        t0 = time.perf_counter()
+        medoids, dist, label, n_iter = self._alternate(G, medoids, dist, label, loc, n_iter)
+        self.timings_["alternate"] = time.perf_counter() - t0
+        if self.swap and k >= 2:
+            t0 = time.perf_counter()
+            search = _SwapSearch(G, k, self.swap_candidates, rng)
+            while n_rounds < self.max_swap_rounds:
+                found = search.round(medoids, dist, label)
+                n_rounds += 1
+                if found is None:
+                    break
+                # the batches with more swaps have no guarantee: keep one only if it beats
+                # the decrease guaranteed for the strict batch, else take the strict one
+                (new, est), *bolder = found
+                for cand, _ in bolder[::-1]:
+                    if np.array_equal(cand, new):
+                        continue
+                    new_dist, new_label = _voronoi(G, cand)
+                    obj = float(new_dist.sum())
+                    if obj <= self.objective_[-1] + est:
+                        new = cand
+                        break
+                else:
+                    new_dist, new_label = _voronoi(G, new)
+                    obj = float(new_dist.sum())
+                if obj >= self.objective_[-1]:  # guaranteed not to happen bar float noise
+                    break
+                self.n_swaps_ += int((new != medoids).sum())
+                medoids, dist, label = new, new_dist, new_label
+                self.objective_.append(obj)
+                self._log(f"swap round {n_rounds}: {self.n_swaps_} swaps, objective {obj:.6g}")
+                if self.objective_[-2] - obj <= self.tol * obj:
+                    break
+            self.timings_["swap"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            medoids, dist, label, n_iter = self._alternate(G, medoids, dist, label, loc, n_iter)
+            self.timings_["alternate"] += time.perf_counter() - t0
+        self.medoids_ = medoids
+        self.labels_ = label
+        self.dist_ = dist
+        self.cluster_centers_ = np.asarray(x)[medoids]
+        self.n_iter_ = len(self.objective_) - 1
+        return self
+
+    def assign(self, nbr_idx, nbr_len):
+        """Codes (M,) and geodesic distances (M,) of new vectors linked to graph nodes; see assign_new."""
+        return assign_new(nbr_idx, nbr_len, self.dist_, self.labels_)
+
+
+class _SwapSearch:
+    """Swap moves (remove medoid m, add node c) with a guaranteed decrease of the objective.
+
+    The change of objective of a swap is computed as in FasterPAM (Schubert & Rousseeuw
+    2021) from nearest and second-nearest medoid distances, but only over c's region,
+    its cell j and the cells adjacent to j, with distances from c inside the region's
+    subgraph: both restrictions can only under-estimate the decrease. m is either a
+    medoid of the region ("local") or the medoid cheapest to remove anywhere ("far").
+
+    Each round evaluates the next `n_cand` non-medoid members (in a seeded random order)
+    of every cell whose region changed or is not yet fully evaluated, keeping per cell
+    the best local and the best far swap seen since the region last changed; so rounds
+    get cheap as the search converges, and it stops when every candidate of every cell
+    has been evaluated without an improving swap. Swaps are accepted greedily, best
+    first, if their regions and removed cells are disjoint from those of the swaps
+    already accepted and no accepted swap removes a medoid adjacent to another's removed
+    cell (the fallback of that cell's nodes): the estimated decreases then add up.
+    """
+
+    def __init__(self, G, k, n_cand, rng, limit_factor=1.0):
+        self.G, self.k, self.n_cand, self.rng = G, k, n_cand, rng
+        self.limit_factor = limit_factor
+        self.prev = None
+        self.n_evaluated = 0
+
+    def _region(self, cells):
+        """Subgraph induced by `cells` in the cell-ordered graph, and each cell's offset in it."""
+        P, starts, cell_of = self.P, self.starts, self.cell_of
+        pos = _ranges(starts[cells], starts[cells + 1])
+        ent = _ranges(P.indptr[starts[cells]], P.indptr[starts[cells + 1]])
+        cols, vals = P.indices[ent], P.data[ent]
+        sizes = starts[cells + 1] - starts[cells]
+        offset = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.offset[cells] = offset - starts[cells]
+        shift = self.offset[cell_of[cols]]
+        self.offset[cells] = _NO_CELL
+        keep = shift != _NO_CELL
+        kept = np.concatenate([[0], np.cumsum(keep)])
+        row_end = np.cumsum(P.indptr[pos + 1] - P.indptr[pos])
+        indptr = kept[np.concatenate([[0], row_end])]
+        n = int(sizes.sum())
+        H = sp.csr_matrix((vals[keep], (cols + shift)[keep], indptr), shape=(n, n))
+        return H, offset, sizes, pos
+
+    def _evaluate(self, j, cells, medoid_pos, d1, d2, removal):
+        """Best local and far swaps among cell j's next candidates; updates the cache."""
+        H, offset, sizes, pos = self._region(cells)
+        perm, ptr = self.perm[j], self.ptr[j]
+        cand = perm[ptr:ptr + max(1, min(self.n_cand, _BLOCK // H.shape[0]))]
+        self.ptr[j] = ptr + cand.size
+        cand = cand[cand != medoid_pos - self.starts[j]]
+        if cand.size == 0:
+            return
+        self.n_evaluated += cand.size
+        first = self.starts[cells]
+        d1r, d2r = d1[pos], d2[pos]
+        # gains come only from nodes closer to c than to their second medoid, and those
+        # lie within about c's own second-medoid distance: a tighter search radius that
+        # can only under-estimate the decrease
+        limit = min(d2r.max(), self.limit_factor * d2r[cand].max())
+        D = dijkstra(H, directed=True, indices=cand, limit=limit)
+        closer = D < d1r
+        shared = np.where(closer, D - d1r, 0.0).sum(axis=1)
+        contrib = np.where(closer, d1r - d2r, np.where(D < d2r, D - d2r, 0.0))
+        delta = shared[:, None] + removal[cells] + np.add.reduceat(contrib, offset, axis=1)
+        i, q = np.unravel_index(np.argmin(delta), delta.shape)
+        c = int(self.order[first[0] + cand[i]])
+        if delta[i, q] < self.local[j][0]:
+            self.local[j] = (float(delta[i, q]), c, int(cells[q]))
+        f = int(np.argmin(shared))
+        if shared[f] < self.far[j][0]:
+            self.far[j] = (float(shared[f]), int(self.order[first[0] + cand[f]]))
+
+    def round(self, medoids, dist, label):
+        """(strict, optimistic) batches of swaps as (new medoids, estimated change), or None."""
+        G, k = self.G, self.k
+        d2 = second_nearest(G, dist, label)
+        removal = np.bincount(label, weights=d2 - dist, minlength=k)
+        adj_ptr, adj = _cluster_adjacency(G, label, k)
+        if self.prev is None:
+            stale = np.ones(k, dtype=bool)
+        else:
+            p_dist, p_d2, p_label, p_ptr, p_adj = self.prev
+            changed = (p_label != label) | (p_dist != dist) | (p_d2 != d2)
+            dirty = np.zeros(k, dtype=bool)
+            dirty[label[changed]] = True
+            dirty[p_label[changed]] = True
+            # a region changed if one of its cells, old or new, changed
+            rows = np.repeat(np.arange(k), np.diff(adj_ptr))
+            p_rows = np.repeat(np.arange(k), np.diff(p_ptr))
+            stale = dirty.copy()
+            np.logical_or.at(stale, rows, dirty[adj])
+            np.logical_or.at(stale, p_rows, dirty[p_adj])
+        self.prev = (dist, d2, label, adj_ptr, adj)
+        # the graph in cell order: a region's rows are a few contiguous slices
+        self.order, self.starts = _cluster_order(label, k)
+        inv = np.empty_like(self.order)
+        inv[self.order] = np.arange(self.order.size)
+        P = G[self.order]
+        P.indices = inv[P.indices].astype(P.indices.dtype)
+        self.P, self.deg = P, np.diff(P.indptr)
+        self.cell_of = label[self.order]
+        self.offset = np.full(k, _NO_CELL, dtype=np.int64)
+        d1p, d2p = dist[self.order], d2[self.order]
+        medoid_pos = inv[medoids]
+        if stale.all():
+            self.perm, self.ptr = [None] * k, np.zeros(k, dtype=np.int64)
+            self.local, self.far = [None] * k, [None] * k
+        sizes = np.diff(self.starts)
+        # candidates in order of a one-hop bound on what adding them saves: their own
+        # distance plus what their direct neighbours would save (ties broken at random)
+        gain = dist.copy()
+        np.add.at(gain, np.repeat(np.arange(G.shape[0]), np.diff(G.indptr)),
+                  np.maximum(dist[G.indices] - G.data, 0.0))
+        gain_p = gain[self.order]
+        for j in np.flatnonzero(stale):
+            g = gain_p[self.starts[j]:self.starts[j + 1]]
+            self.perm[j] = np.lexsort((self.rng.random(sizes[j]), -g))
+            self.ptr[j] = 0
+            self.local[j], self.far[j] = (np.inf, -1, -1), (np.inf, -1)
+        eps = 1e-12 * float(dist.sum())
+        cheapest = removal.min()
+        # evaluate further candidates until some swap helps or all have been evaluated
+        while True:
+            todo = np.flatnonzero(self.ptr < sizes)
+            for j in todo:
+                cells = np.concatenate([[j], adj[adj_ptr[j]:adj_ptr[j + 1]]])
+                self._evaluate(j, cells, medoid_pos[j], d1p, d2p, removal)
+            props = [(d, j, c, m) for j, (d, c, m) in enumerate(self.local) if d < -eps]
+            props += [(s + cheapest, j, c, -1) for j, (s, c) in enumerate(self.far)
+                      if s + cheapest < -eps]
+            if props or todo.size == 0:
+                break
+        if not props:
+            return None
+        props.sort()
+        args = (props, medoids, removal, adj_ptr, adj, eps)
+        return [_select_swaps(*args, level=level) for level in (0, 1, 2)]
+
+
+def _select_swaps(props, medoids, removal, adj_ptr, adj, eps, level):
+    """Greedy choice of swaps, best first; returns (new medoids, summed estimated change).
+
+    level 0 (strict): regions and removed cells pairwise disjoint, and no removed medoid
+    adjacent to another removed cell, so the estimated decreases add up: a guaranteed
+    decrease. Levels 1 and 2 accept more swaps per round without that guarantee (the
+    caller checks them): each cell takes part in at most one swap as c's cell j or as
+    m's cell, and at level 1 no two j are adjacent either.
+    """
+    k = medoids.size
+    aff = np.zeros(k, dtype=bool)        # cells whose nodes an accepted swap accounted for
+    protect = np.zeros(k, dtype=bool)    # medoids an accepted swap relies on as fallback
+    removed = np.zeros(k, dtype=bool)
+    by_removal = np.argsort(removal, kind="stable")
+    cheapest = removal[by_removal[0]]
+    new = medoids.copy()
+    total = 0.0
+    for delta, j, c, m in props:
+        region = np.concatenate([[j], adj[adj_ptr[j]:adj_ptr[j + 1]]])
+        cells = region if level == 0 else np.array([j])
+        if aff[region if level < 2 else cells].any():
+            continue
+        if m < 0:  # far swap: the cheapest medoid still free to remove
+            was = aff[region].copy()
+            aff[region] = True  # temporarily, to skip the region's own medoids
+            ok = ~aff[by_removal] & ~protect[by_removal]
+            aff[region] = was
+            for m in by_removal[ok]:
+                if not removed[adj[adj_ptr[m]:adj_ptr[m + 1]]].any():
+                    break
+            else:
+                continue
+            delta = delta - cheapest + removal[m]
+            if delta >= -eps:
+                continue
+        elif aff[m] or protect[m] or removed[adj[adj_ptr[m]:adj_ptr[m + 1]]].any():
+            continue
+        aff[cells] = True
+        aff[m] = True
+        protect[adj[adj_ptr[m]:adj_ptr[m + 1]]] = True
+        removed[m] = True
+        new[m] = c
+        total += delta
+    return new, total

@@ -1,0 +1,123 @@
+"""Figures for the report: matplotlib with a non-interactive backend, written atomically as PNG."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from geovq.io import atomic_path  # noqa: E402
+
+plt.rcParams.update({"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 9})
+
+
+def figure(width, height, dpi, ncols=1, nrows=1):
+    """A figure of exactly width x height inches at dpi: the PNG is width*dpi x height*dpi pixels."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), dpi=dpi, squeeze=False)
+    return fig, axes
+
+
+def save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=fig.dpi)  # no bbox_inches: keep the configured size
+    plt.close(fig)
+
+
+def image_grid(images, ncol):
+    """(N, C, H, W) floats in [0, 1] -> one (rows*H, ncol*W, C) array with 1-pixel white gaps."""
+    images = np.asarray(images, dtype=np.float32)
+    n, c, h, w = images.shape
+    nrow = -(-n // ncol)
+    out = np.ones((nrow * (h + 1) - 1, ncol * (w + 1) - 1, c), np.float32)
+    for i in range(n):
+        r, q = divmod(i, ncol)
+        out[r * (h + 1) : r * (h + 1) + h, q * (w + 1) : q * (w + 1) + w] = images[i].transpose(1, 2, 0)
+    return out
+
+
+def show(ax, grid, title=None):
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title)
+
+
+def rows_figure(path, rows, size):
+    """One labelled row of images per entry of ``rows`` = [(label, images (N, C, H, W)), ...]."""
+    width, height, dpi = size
+    fig, axes = figure(width, height, dpi, nrows=len(rows))
+    for ax, (label, images) in zip(axes[:, 0], rows):
+        show(ax, image_grid(images, len(images)))
+        ax.set_ylabel(label, rotation=0, ha="right", va="center")
+    fig.subplots_adjust(left=0.22, right=0.98, top=0.97, bottom=0.03, hspace=0.15)
+    save(fig, path)
+
+
+def curves(path, series, size, *, xlabel, ylabel, title=None, logy=False):
+    """Line plot of ``series`` = {label: (x, y)}."""
+    width, height, dpi = size
+    fig, axes = figure(width, height, dpi)
+    ax = axes[0, 0]
+    for label, (x, y) in series.items():
+        ax.plot(x, y, marker="o", ms=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    if series:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def usage_histograms(path, counts, size):
+    """Code frequencies sorted high to low, one panel per quantizer: ``counts`` = {name: (K,) counts}."""
+    width, height, dpi = size
+    fig, axes = figure(width, height, dpi, nrows=len(counts))
+    for ax, (name, c) in zip(axes[:, 0], counts.items()):
+        c = np.sort(np.asarray(c))[::-1]
+        p = c / max(c.sum(), 1)
+        ax.bar(np.arange(len(c)), p, width=1.0)
+        used = int((c > 0).sum())
+        ax.set_title(f"{name}: {used}/{len(c)} codes used")
+        ax.set_ylabel("frequency")
+    axes[-1, 0].set_xlabel("code rank")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def latent_map(path, xy, medoid_xy, geodesic_xy, straight_xy, size, title):
+    """2-D projection of latent cells with medoids, a geodesic path and the straight line."""
+    width, height, dpi = size
+    fig, axes = figure(width, height, dpi)
+    ax = axes[0, 0]
+    ax.scatter(xy[:, 0], xy[:, 1], s=2, c="0.75", label="cells (graph nodes)", rasterized=True)
+    ax.scatter(medoid_xy[:, 0], medoid_xy[:, 1], s=10, c="tab:red", label="medoids")
+    ax.plot(geodesic_xy[:, 0], geodesic_xy[:, 1], "-o", c="tab:blue", ms=3, label="geodesic (graph shortest path)")
+    ax.plot(straight_xy[:, 0], straight_xy[:, 1], "--", c="k", label="straight line")
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def bars(path, table, columns, size, title):
+    """Grouped bars: one group per column, one bar per row label of ``table`` (a DataFrame indexed by name)."""
+    width, height, dpi = size
+    fig, axes = figure(width, height, dpi, ncols=len(columns))
+    for ax, col in zip(axes[0], columns):
+        ax.bar(table.index.astype(str), table[col], color=[f"C{i}" for i in range(len(table))])
+        ax.set_title(col)
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(title)
+    fig.tight_layout()
+    save(fig, path)

@@ -1,0 +1,199 @@
+"""Code prior: causality, learning a deterministic sequence, the L = 1 categorical case, sampling, bad inputs."""
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from geovq.io import GeovqError, load_json, load_npz, save_npz
+from geovq.prior import (
+    CodePrior, PriorConfig, check_codes, load_prior, nll_bits, sample, save_prior, train_prior,
+)
+
+TINY = dict(conditional=False, n_layer=1, n_head=2, n_embd=32, dropout=0.0, epochs=12, batch_size=32,
+            lr=1e-2, weight_decay=0.0, val_fraction=0.2, patience=3, train_images=None)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models: one thread is faster and steadier on a shared 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _sequences(labels, K, L):
+    """A different deterministic raster sequence per class (class c: c, c+1, ... mod K)."""
+    return (labels[:, None] + np.arange(L)[None]) % K
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_causal_later_tokens_never_change_earlier_logits(conditional):
+    torch.manual_seed(0)
+    cfg = PriorConfig(K=11, grid=(3, 4), n_classes=3 if conditional else 0, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
+    model = CodePrior(cfg).eval()
+    codes = torch.randint(0, 11, (5, 12))
+    labels = torch.tensor([0, 1, 2, 0, 1]) if conditional else None
+    base = model(codes, labels)
+    assert base.shape == (5, 12, 11)
+    for j in (0, 5, 11):
+        changed = codes.clone()
+        changed[:, j] = (changed[:, j] + 1) % 11
+        out = model(changed, labels)
+        # Logits at i predict code i from codes < i: positions <= j must not move, later ones must.
+        torch.testing.assert_close(out[:, : j + 1], base[:, : j + 1], rtol=0, atol=1e-6)
+        if j < 11:
+            assert (out[:, j + 1 :] - base[:, j + 1 :]).abs().max() > 1e-4
+    if conditional:  # the class enters through the start token, so even the first code depends on it
+        other = model(codes, torch.tensor([1, 2, 0, 1, 2]))
+        assert (other[:, 0] - base[:, 0]).abs().max() > 1e-4
+
+
+def test_learns_a_deterministic_sequence():
+    codes = np.tile(np.arange(16) % 8, (300, 1)).reshape(300, 4, 4)
+    logs = []
+    model, rows = train_prior(codes, np.zeros(300, np.int64), 8, TINY, seed=0, device="cpu", log=logs.append)
+    assert min(r["val_bits_per_token"] for r in rows) < 0.1
+    assert nll_bits(model, codes)[0] < 0.1
+    drawn = sample(model, 4, generator=torch.Generator().manual_seed(0))
+    assert (drawn == codes[:4]).all()
+
+
+def test_conditional_prior_learns_class_sequences_including_the_first_code():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 300)
+    codes = _sequences(labels, 8, 9).reshape(300, 3, 3)
+    model, rows = train_prior(codes, labels, 8, {**TINY, "conditional": True, "epochs": 15}, seed=0,
+                              device="cpu", log=lambda m: None)
+    per_token, per_image = nll_bits(model, codes, labels)
+    assert per_token < 0.15 and per_image == pytest.approx(per_token * 9)
+    drawn = sample(model, 6, labels=np.arange(6) % 3, generator=torch.Generator().manual_seed(0))
+    assert (drawn.reshape(6, 9) == _sequences(np.arange(6) % 3, 8, 9)).mean() > 0.95
+
+
+def test_one_code_per_image_is_a_categorical_distribution():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 2000)
+    # class 0 uses codes {0, 1} equally, class 1 always code 3: entropy 1 bit and 0 bits
+    codes = np.where(labels == 0, rng.integers(0, 2, 2000), 3).reshape(2000, 1, 1)
+    logs = []
+    params = {**TINY, "conditional": True, "epochs": 20, "batch_size": 128, "lr": 3e-2}
+    model, _ = train_prior(codes, labels, 5, params, seed=0, device="cpu", log=logs.append)
+    assert any("categorical distribution" in m for m in logs)
+    probs = torch.softmax(model(torch.zeros(2, 1, dtype=torch.long), torch.tensor([0, 1]))[:, 0], -1)
+    assert probs[0, :2].detach().numpy() == pytest.approx([0.5, 0.5], abs=0.06)
+    assert probs[1, 3].item() > 0.95
+    expected = np.mean(labels == 0) * 1.0  # bits/image = the class-weighted entropy
+    assert nll_bits(model, codes, labels)[1] == pytest.approx(expected, abs=0.08)
+
+
+def test_sample_shape_range_top_k_and_seed():
+    torch.manual_seed(0)
+    model = CodePrior(PriorConfig(K=7, grid=(2, 3), n_layer=1, n_head=1, n_embd=8)).eval()
+    a = sample(model, 50, generator=torch.Generator().manual_seed(3), batch_size=16)
+    b = sample(model, 50, generator=torch.Generator().manual_seed(3), batch_size=16)
+    assert a.shape == (50, 2, 3) and a.dtype == np.int64 and a.min() >= 0 and a.max() < 7
+    assert (a == b).all()  # same seed, same draws
+    assert len(np.unique(a.reshape(50, -1), axis=0)) > 10  # a near-uniform untrained prior: varied grids
+    prefix = torch.randint(0, 7, (4, 3))
+    torch.testing.assert_close(model.logits_from_prefix(prefix, last_only=True), model.logits_from_prefix(prefix)[:, -1])
+    greedy = sample(model, 5, top_k=1, generator=torch.Generator().manual_seed(0))
+    assert (greedy == greedy[0]).all()  # top-1 is deterministic
+    with pytest.raises(ValueError, match="temperature"):
+        sample(model, 2, temperature=0.0)
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    cfg = PriorConfig(K=6, grid=(2, 2), n_classes=2, n_layer=1, n_head=1, n_embd=8)
+    model = CodePrior(cfg).eval()
+    ok = np.zeros((3, 2, 2), np.int64)
+    for bad, match in ((ok + 6, r"\[0, 6\)"), (np.zeros((3, 2, 3), np.int64), "grid shape"),
+                       (ok.astype(np.float32), "integer")):
+        with pytest.raises(GeovqError, match=match) as e:
+            check_codes(model, bad)
+        assert "\n" not in str(e.value)
+    with pytest.raises(GeovqError, match="labels are required"):
+        nll_bits(model, ok)
+    with pytest.raises(GeovqError, match=r"labels must lie in \[0, 2\)"):
+        sample(model, 3, labels=[0, 1, 2])
+    save_prior(tmp_path / "p.pt", model, dataset="mnist")
+    with pytest.raises(GeovqError, match="dataset 'mnist', expected 'cifar10'"):
+        load_prior(tmp_path / "p.pt", dataset="cifar10")
+    back = load_prior(tmp_path / "p.pt", dataset="mnist")
+    x = torch.randint(0, 6, (2, 4))
+    torch.testing.assert_close(back(x, torch.tensor([0, 1])), model(x, torch.tensor([0, 1])))
+
+
+# ---------------------------------------------------------------- stages
+def _codes_file(path, codes, labels, K):
+    save_npz(path, codes=codes, image_index=np.arange(len(codes)), labels=labels, K=np.int64(K))
+
+
+def _prior_stage_args(tmp_path, **over):
+    prior = {**TINY, "conditional": True, "epochs": 2}
+    inp = SimpleNamespace(codes_train=tmp_path / "codes_train.npz", codes_test=tmp_path / "codes_test.npz")
+    out = SimpleNamespace(model=tmp_path / "prior/model.pt", losses=tmp_path / "prior/losses.csv",
+                          nll=tmp_path / "prior/nll.json")
+    params = SimpleNamespace(dataset="synthetic", variant="spatial", quantizer="kmeans", seed=0,
+                             prior=prior, device="cpu")
+    return inp, out, params
+
+
+def test_train_and_sample_prior_stages(tmp_path):
+    from geovq.stages_generative import sample_prior, train_prior as stage
+    from geovq.train import save_vae
+    from geovq.models import build_vae
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 200)
+    K, grid = 10, (4, 4)
+    _codes_file(tmp_path / "codes_train.npz", rng.integers(0, K, (200, *grid)), labels, K)
+    _codes_file(tmp_path / "codes_test.npz", rng.integers(0, K, (50, *grid)), labels[:50], K)
+    inp, out, params = _prior_stage_args(tmp_path)
+    stage(inp, out, params, lambda m: None)
+    nll = load_json(out.nll)
+    assert nll["tokens_per_image"] == 16 and nll["conditional"]
+    assert nll["test_bits_per_image"] == pytest.approx(16 * nll["test_bits_per_token"])
+    assert nll["test_bits_per_token"] < math.log2(K) + 0.5  # near uniform: the codes are random
+
+    arch = {"latent_channels": 3, "grid": 4, "channels": [4, 4]}
+    vae = build_vae("spatial", (1, 16, 16), arch)
+    save_vae(tmp_path / "vae.pt", vae, "spatial", arch, dataset="synthetic", image_shape=(1, 16, 16))
+    save_npz(tmp_path / "codebook.npz", codebook=rng.normal(size=(K, 3)).astype(np.float32), K=np.int64(K))
+    s_inp = SimpleNamespace(prior=out.model, codebook=tmp_path / "codebook.npz", decoder=tmp_path / "vae.pt")
+    s_out = SimpleNamespace(samples=tmp_path / "prior/samples.npz", png=tmp_path / "prior/samples.png")
+    s_params = SimpleNamespace(dataset="synthetic", seed=0, device="cpu",
+                               sample={"n": 25, "temperature": 1.0, "top_k": None})
+    sample_prior(s_inp, s_out, s_params, lambda m: None)
+    d = load_npz(s_out.samples, ("codes", "images", "labels", "K"))
+    assert d["codes"].shape == (25, 4, 4) and d["codes"].min() >= 0 and d["codes"].max() < K
+    assert d["images"].shape == (25, 1, 16, 16) and d["images"].dtype == np.uint8
+    assert (d["labels"] == np.arange(25) % 3).all()
+    assert s_out.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a decoder whose latent grid disagrees with the prior: one line, nothing written
+    arch7 = {"latent_channels": 3, "grid": 8, "channels": [4]}
+    save_vae(tmp_path / "vae8.pt", build_vae("spatial", (1, 16, 16), arch7), "spatial", arch7,
+             dataset="synthetic", image_shape=(1, 16, 16))
+    bad_out = SimpleNamespace(samples=tmp_path / "bad/samples.npz", png=tmp_path / "bad/samples.png")
+    with pytest.raises(GeovqError, match=r"prior grid \(4, 4\) disagrees with the decoder's latent grid \(8, 8\)"):
+        sample_prior(SimpleNamespace(**{**vars(s_inp), "decoder": tmp_path / "vae8.pt"}), bad_out, s_params, print)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_train_prior_stage_rejects_codes_out_of_range(tmp_path):
+    from geovq.stages_generative import train_prior as stage
+
+    labels = np.zeros(40, np.int64)
+    _codes_file(tmp_path / "codes_train.npz", np.full((40, 2, 2), 3), labels, 4)
+    _codes_file(tmp_path / "codes_test.npz", np.full((40, 2, 2), 4), labels, 4)  # 4 >= K
+    inp, out, params = _prior_stage_args(tmp_path)
+    with pytest.raises(GeovqError, match=r"codes_test.npz: codes must lie in \[0, 4\)"):
+        stage(inp, out, params, print)
+    _codes_file(tmp_path / "codes_test.npz", np.full((40, 2, 3), 1), labels, 4)  # another grid
+    with pytest.raises(GeovqError, match=r"grid \(2, 3\) disagrees"):
+        stage(inp, out, params, print)
+    assert not (tmp_path / "prior").exists()
