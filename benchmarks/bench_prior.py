@@ -30,7 +30,7 @@ CASES = [
 
 def bench(label, grid, K, n_layer, n_head, n_embd, batch_size, *, steps, device, n_sample, n_classes=10):
     torch.manual_seed(0)
-    cfg = PriorConfig(K=K, grid=grid, n_classes=n_classes, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=0.1)
+    cfg = PriorConfig(K=K, grid=grid, n_classes=n_classes, n_layer=n_layer, n_head=n_head, n_embd=n_embd, dropout=0.0)
     model = CodePrior(cfg).to(device)
     opt = _optimizer(model, 1e-3, 0.1)
     L = cfg.block_size

@@ -1,4 +1,4 @@
-"""Paired image metrics (MSE, PSNR, windowed SSIM), codebook statistics and the Frechet distance."""
+"""Paired image metrics (MSE, PSNR, windowed SSIM) and codebook statistics."""
 
 from __future__ import annotations
 
