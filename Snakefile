@@ -16,6 +16,17 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(config["datasets"]),
+    variant="|".join(config["variants"]),
+    quantizer="|".join(config["quantizers"]),
+    seed=r"\d+",
+    split="train|test",
+
+
+
 include: "rules/data.smk"
 include: "rules/vae.smk"
 include: "rules/codebook.smk"

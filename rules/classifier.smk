@@ -1,13 +1,13 @@
 rule train_classifier:
     """A small CNN per dataset; its penultimate features measure generated images (Fréchet distance)."""
     input:
-        train=RESULTS + "/{dataset}/data/train.npz",
-        test=RESULTS + "/{dataset}/data/test.npz",
+        train=f"{RESULTS}/{{dataset}}/data/train.npz",
+        test=f"{RESULTS}/{{dataset}}/data/test.npz",
         code=lib("stages_generative", "classifier", "train", "data", "device"),
     output:
-        model=RESULTS + "/{dataset}/classifier/model.pt",
-        metrics=RESULTS + "/{dataset}/classifier/metrics.json",
-        losses=RESULTS + "/{dataset}/classifier/losses.csv",
+        model=f"{RESULTS}/{{dataset}}/classifier/model.pt",
+        metrics=f"{RESULTS}/{{dataset}}/classifier/metrics.json",
+        losses=f"{RESULTS}/{{dataset}}/classifier/losses.csv",
     params:
         dataset="{dataset}",
         classifier=lambda wc: dcfg(wc, "classifier"),
@@ -17,9 +17,11 @@ rule train_classifier:
         mem_mb=4000,
         runtime=30,
     log:
-        RESULTS + "/logs/{dataset}/train_classifier.log",
+        f"{RESULTS}/logs/{{dataset}}/train_classifier.log",
     benchmark:
-        RESULTS + "/benchmarks/{dataset}/train_classifier.tsv"
+        f"{RESULTS}/benchmarks/{{dataset}}/train_classifier.tsv"
+    conda:
+        "../envs/geovq.yaml"
     script:
         "../workflow_scripts/train_classifier.py"
 
@@ -27,14 +29,14 @@ rule train_classifier:
 rule recon_quality:
     """Reference row: Fréchet distance of the continuous VAE's test reconstructions (and of real train images)."""
     input:
-        train=RESULTS + "/{dataset}/data/train.npz",
-        test=RESULTS + "/{dataset}/data/test.npz",
-        model=RUN + "/vae/model.pt",
-        latents_test=RUN + "/vae/latents_test.npz",
-        classifier=RESULTS + "/{dataset}/classifier/model.pt",
+        train=f"{RESULTS}/{{dataset}}/data/train.npz",
+        test=f"{RESULTS}/{{dataset}}/data/test.npz",
+        model=f"{RUN}/vae/model.pt",
+        latents_test=f"{RUN}/vae/latents_test.npz",
+        classifier=f"{RESULTS}/{{dataset}}/classifier/model.pt",
         code=lib("stages_generative", "classifier", "frechet", "train", "models", "data", "device"),
     output:
-        quality=RUN + "/vae/recon_quality.json",
+        quality=f"{RUN}/vae/recon_quality.json",
     params:
         dataset="{dataset}",
         variant="{variant}",
@@ -46,8 +48,10 @@ rule recon_quality:
         mem_mb=4000,
         runtime=15,
     log:
-        RUN + "/logs/recon_quality.log",
+        f"{RUN}/logs/recon_quality.log",
     benchmark:
-        RUN + "/benchmarks/recon_quality.tsv"
+        f"{RUN}/benchmarks/recon_quality.tsv"
+    conda:
+        "../envs/geovq.yaml"
     script:
         "../workflow_scripts/recon_quality.py"

@@ -1,4 +1,5 @@
 # Config validation, wildcard constraints, paths and the list of final targets.
+import os
 import sys
 from pathlib import Path
 
@@ -15,20 +16,12 @@ except GeovqError as e:
     raise WorkflowError(str(e)) from None
 
 RESULTS = "results"
-RUN = RESULTS + "/{dataset}/{variant}/seed{seed}"  # one trained VAE and everything built on it
-QRUN = RUN + "/{quantizer}"
-
-
-wildcard_constraints:
-    dataset="|".join(config["datasets"]),
-    variant="|".join(config["variants"]),
-    quantizer="|".join(config["quantizers"]),
-    seed=r"\d+",
-    split="train|test",
+RUN = f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}"  # one trained VAE and everything built on it
+QRUN = f"{RUN}/{{quantizer}}"
 
 
 def lib(*modules):
-    """Library modules a rule runs, as inputs: editing one reruns that rule and what follows."""
+    """The library modules a job runs, listed as its inputs so that editing one reruns that job and what follows."""
     return [str(Path(workflow.basedir) / "geovq" / f"{m}.py") for m in ("__init__", "io", "stages", *modules)]
 
 
@@ -44,3 +37,57 @@ def run_dirs():
 def final_targets():
     """The table (which pulls in every run) and the report's figures and analyses."""
     return [f"{RESULTS}/tables/metrics.csv", f"{RESULTS}/tables/metrics.md"] + report_targets()
+
+
+def lengths_file(wc):
+    """The edge lengths a geodesic quantizer runs on."""
+    return f"{RUN}/graph/knn.npz" if wc.quantizer == "graph" else f"{RUN}/graph/lengths_riemannian.npz"
+
+
+def generative_targets():
+    """Sample quality of every prior (with its test NLL) and the continuous-VAE reference rows."""
+    runs = dict(dataset=config["datasets"], variant=config["variants"], seed=config["seeds"])
+    return expand(f"{QRUN}/prior/sample_quality.json", quantizer=config["quantizers"], **runs) + expand(
+        f"{RUN}/vae/recon_quality.json", **runs
+    )
+
+
+def per_quantizer(pattern, quantizers=None):
+    """One input file per quantizer of this run (in config order)."""
+    qs = quantizers or config["quantizers"]
+    return lambda wc: [pattern.format(quantizer=q, **wc) for q in qs]
+
+
+GEODESIC_QS = [q for q in config["quantizers"] if q in ("graph", "riemannian")]
+POSTHOC_QS = [q for q in config["quantizers"] if q != "vqvae"]
+FIG = f"{RUN}/figures"
+
+
+def labels(**extra):
+    return {"dataset": "{dataset}", "variant": "{variant}", "seed": "{seed}", **extra}
+
+
+def report_targets():
+    runs = dict(dataset=config["datasets"], variant=config["variants"], seed=config["seeds"])
+    targets = expand(f"{FIG}/reconstructions.png", **runs)
+    if "riemannian" in config["quantizers"] and "graph" in config["quantizers"]:
+        targets += expand(f"{RUN}/analysis/latent_map.png", **runs)
+    return targets
+
+
+def decoder_of(wc):
+    """Where a quantizer's code vectors become images: the VQ-VAE's own decoder, else the VAE's."""
+    return (f"{QRUN}/model.pt" if wc.quantizer == "vqvae" else f"{RUN}/vae/model.pt").format(**wc)
+
+
+def latents_test_of(wc):
+    """The continuous test latents a quantizer's codes approximate: the VQ-VAE's z_e, else the VAE's mu."""
+    return (f"{QRUN}/latents_test.npz" if wc.quantizer == "vqvae" else f"{RUN}/vae/latents_test.npz").format(**wc)
+
+
+def vqvae_arch(wc):
+    """The VAE variant's architecture keys only: the VQ-VAE shares them, not the VAE's training settings."""
+    from geovq.train import ARCH_KEYS
+
+    vae = dcfg(wc, "vae")[wc.variant]
+    return {k: vae[k] for k in ARCH_KEYS[wc.variant]}

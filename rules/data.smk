@@ -3,16 +3,18 @@ rule prepare_data:
     input:
         code=lib("data"),
     output:
-        train=RESULTS + "/{dataset}/data/train.npz",
-        test=RESULTS + "/{dataset}/data/test.npz",
+        train=f"{RESULTS}/{{dataset}}/data/train.npz",
+        test=f"{RESULTS}/{{dataset}}/data/test.npz",
     params:
         dataset="{dataset}",
         options=lambda wc: dcfg(wc, "dataset_options"),
         data_dir=config["data_dir"],
         download=config["download"],
     log:
-        RESULTS + "/logs/{dataset}/prepare_data.log",
+        f"{RESULTS}/logs/{{dataset}}/prepare_data.log",
     benchmark:
-        RESULTS + "/benchmarks/{dataset}/prepare_data.tsv"
+        f"{RESULTS}/benchmarks/{{dataset}}/prepare_data.tsv"
+    conda:
+        "../envs/geovq.yaml"
     script:
         "../workflow_scripts/prepare_data.py"

@@ -1,18 +1,18 @@
 rule evaluate:
     """Paired test-set metrics of one quantizer: reconstructions, codebook usage, prior NLL, sample quality."""
     input:
-        test=RESULTS + "/{dataset}/data/test.npz",
+        test=f"{RESULTS}/{{dataset}}/data/test.npz",
         model=decoder_of,
         latents_test=latents_test_of,
-        codebook=QRUN + "/codebook.npz",
-        codes_train=QRUN + "/codes_train.npz",
-        codes_test=QRUN + "/codes_test.npz",
-        nll=QRUN + "/prior/nll.json",
-        sample_quality=QRUN + "/prior/sample_quality.json",
-        recon_quality=RUN + "/vae/recon_quality.json",
+        codebook=f"{QRUN}/codebook.npz",
+        codes_train=f"{QRUN}/codes_train.npz",
+        codes_test=f"{QRUN}/codes_test.npz",
+        nll=f"{QRUN}/prior/nll.json",
+        sample_quality=f"{QRUN}/prior/sample_quality.json",
+        recon_quality=f"{RUN}/vae/recon_quality.json",
         code=lib("metrics", "codebook", "train", "vqvae", "models", "data"),
     output:
-        metrics=QRUN + "/metrics.json",
+        metrics=f"{QRUN}/metrics.json",
     params:
         dataset="{dataset}",
         variant="{variant}",
@@ -22,9 +22,11 @@ rule evaluate:
         device=config["device"],
     threads: config["threads"] or workflow.cores
     log:
-        QRUN + "/logs/evaluate.log",
+        f"{QRUN}/logs/evaluate.log",
     benchmark:
-        QRUN + "/benchmarks/evaluate.tsv"
+        f"{QRUN}/benchmarks/evaluate.tsv"
+    conda:
+        "../envs/geovq.yaml"
     script:
         "../workflow_scripts/evaluate.py"
 
@@ -33,7 +35,7 @@ rule metrics_table:
     """One table over every dataset x variant x quantizer x seed."""
     input:
         metrics=expand(
-            QRUN + "/metrics.json",
+            f"{QRUN}/metrics.json",
             dataset=config["datasets"],
             variant=config["variants"],
             quantizer=config["quantizers"],
@@ -41,10 +43,12 @@ rule metrics_table:
         ),
         code=lib(),
     output:
-        csv=report(RESULTS + "/tables/metrics.csv", caption="../report/metrics_table.rst", category="Metrics table"),
-        md=RESULTS + "/tables/metrics.md",
-        html=report(RESULTS + "/tables/metrics.html", caption="../report/metrics_table.rst", category="Metrics table"),
+        csv=report(f"{RESULTS}/tables/metrics.csv", caption="../report/metrics_table.rst", category="Metrics table"),
+        md=f"{RESULTS}/tables/metrics.md",
+        html=report(f"{RESULTS}/tables/metrics.html", caption="../report/metrics_table.rst", category="Metrics table"),
     log:
-        RESULTS + "/logs/metrics_table.log",
+        f"{RESULTS}/logs/metrics_table.log",
+    conda:
+        "../envs/geovq.yaml"
     script:
         "../workflow_scripts/metrics_table.py"

@@ -1,19 +1,14 @@
 # Geodesic quantizers: `graph` (Euclidean edge lengths) and `riemannian` (decoder-induced).
 
 
-def lengths_file(wc):
-    """The edge lengths a geodesic quantizer runs on."""
-    return RUN + ("/graph/knn.npz" if wc.quantizer == "graph" else "/graph/lengths_riemannian.npz")
-
-
 rule knn_graph:
     """Symmetric kNN graph of train latent cells (seeded subsample), components bridged."""
     input:
-        latents_train=RUN + "/vae/latents_train.npz",
+        latents_train=f"{RUN}/vae/latents_train.npz",
         code=lib("graph", "stages_geodesic", "codebook", "data"),
     output:
-        graph=RUN + "/graph/knn.npz",
-        info=RUN + "/graph/knn_info.json",
+        graph=f"{RUN}/graph/knn.npz",
+        info=f"{RUN}/graph/knn_info.json",
     params:
         seed=lambda wc: int(wc.seed),
         graph=lambda wc: {k: v for k, v in dcfg(wc, "graph").items() if k != "new_point_metric"},
@@ -22,9 +17,11 @@ rule knn_graph:
     resources:
         mem_mb=4000,
     log:
-        RUN + "/logs/knn_graph.log",
+        f"{RUN}/logs/knn_graph.log",
     benchmark:
-        RUN + "/benchmarks/knn_graph.tsv"
+        f"{RUN}/benchmarks/knn_graph.tsv"
+    conda:
+        "../envs/geovq.yaml"
     script:
         "../workflow_scripts/knn_graph.py"
 
@@ -32,12 +29,12 @@ rule knn_graph:
 rule riemannian_lengths:
     """Decoder pull-back metric of every node (forward-mode AD), then Riemannian edge lengths."""
     input:
-        graph=RUN + "/graph/knn.npz",
-        latents_train=RUN + "/vae/latents_train.npz",
-        model=RUN + "/vae/model.pt",
+        graph=f"{RUN}/graph/knn.npz",
+        latents_train=f"{RUN}/vae/latents_train.npz",
+        model=f"{RUN}/vae/model.pt",
         code=lib("riemann", "stages_geodesic", "train", "models"),
     output:
-        lengths=RUN + "/graph/lengths_riemannian.npz",
+        lengths=f"{RUN}/graph/lengths_riemannian.npz",
     params:
         device=config["device"],
     threads: config["threads"] or workflow.cores
@@ -45,9 +42,11 @@ rule riemannian_lengths:
         mem_mb=4000,
         gpu=config["gpu"],
     log:
-        RUN + "/logs/riemannian_lengths.log",
+        f"{RUN}/logs/riemannian_lengths.log",
     benchmark:
-        RUN + "/benchmarks/riemannian_lengths.tsv"
+        f"{RUN}/benchmarks/riemannian_lengths.tsv"
+    conda:
+        "../envs/geovq.yaml"
     script:
         "../workflow_scripts/riemannian_lengths.py"
 
@@ -58,9 +57,9 @@ rule geodesic_medoids:
         lengths=lengths_file,
         code=lib("geodesic", "stages_geodesic"),
     output:
-        codebook=QRUN + "/codebook.npz",
-        voronoi=QRUN + "/voronoi.npz",
-        objective=QRUN + "/objective.csv",
+        codebook=f"{QRUN}/codebook.npz",
+        voronoi=f"{QRUN}/voronoi.npz",
+        objective=f"{QRUN}/objective.csv",
     wildcard_constraints:
         quantizer="graph|riemannian",
     params:
@@ -70,9 +69,11 @@ rule geodesic_medoids:
     resources:
         mem_mb=4000,
     log:
-        QRUN + "/logs/geodesic_medoids.log",
+        f"{QRUN}/logs/geodesic_medoids.log",
     benchmark:
-        QRUN + "/benchmarks/geodesic_medoids.tsv"
+        f"{QRUN}/benchmarks/geodesic_medoids.tsv"
+    conda:
+        "../envs/geovq.yaml"
     script:
         "../workflow_scripts/geodesic_medoids.py"
 
@@ -81,15 +82,15 @@ rule geodesic_codes:
     """Codes of train and test cells through their graph neighbours (never reused train codes)."""
     input:
         lengths=lengths_file,
-        voronoi=QRUN + "/voronoi.npz",
-        codebook=QRUN + "/codebook.npz",
-        latents_train=RUN + "/vae/latents_train.npz",
-        latents_test=RUN + "/vae/latents_test.npz",
-        model=RUN + "/vae/model.pt",
+        voronoi=f"{QRUN}/voronoi.npz",
+        codebook=f"{QRUN}/codebook.npz",
+        latents_train=f"{RUN}/vae/latents_train.npz",
+        latents_test=f"{RUN}/vae/latents_test.npz",
+        model=f"{RUN}/vae/model.pt",
         code=lib("geodesic", "graph", "riemann", "stages_geodesic", "codebook", "data"),
     output:
-        codes_train=QRUN + "/codes_train.npz",
-        codes_test=QRUN + "/codes_test.npz",
+        codes_train=f"{QRUN}/codes_train.npz",
+        codes_test=f"{QRUN}/codes_test.npz",
     wildcard_constraints:
         quantizer="graph|riemannian",
     params:
@@ -102,8 +103,10 @@ rule geodesic_codes:
     resources:
         mem_mb=4000,
     log:
-        QRUN + "/logs/geodesic_codes.log",
+        f"{QRUN}/logs/geodesic_codes.log",
     benchmark:
-        QRUN + "/benchmarks/geodesic_codes.tsv"
+        f"{QRUN}/benchmarks/geodesic_codes.tsv"
+    conda:
+        "../envs/geovq.yaml"
     script:
         "../workflow_scripts/geodesic_codes.py"

@@ -1,14 +1,14 @@
 rule train_vae:
     """Train one VAE per dataset x variant x seed; write its latent means for both splits."""
     input:
-        train=RESULTS + "/{dataset}/data/train.npz",
-        test=RESULTS + "/{dataset}/data/test.npz",
+        train=f"{RESULTS}/{{dataset}}/data/train.npz",
+        test=f"{RESULTS}/{{dataset}}/data/test.npz",
         code=lib("models", "train", "data", "device"),
     output:
-        model=RUN + "/vae/model.pt",
-        losses=RUN + "/vae/losses.csv",
-        latents_train=RUN + "/vae/latents_train.npz",
-        latents_test=RUN + "/vae/latents_test.npz",
+        model=f"{RUN}/vae/model.pt",
+        losses=f"{RUN}/vae/losses.csv",
+        latents_train=f"{RUN}/vae/latents_train.npz",
+        latents_test=f"{RUN}/vae/latents_test.npz",
     params:
         dataset="{dataset}",
         variant="{variant}",
@@ -20,8 +20,10 @@ rule train_vae:
         mem_mb=4000,
         runtime=60,
     log:
-        RUN + "/logs/train_vae.log",
+        f"{RUN}/logs/train_vae.log",
     benchmark:
-        RUN + "/benchmarks/train_vae.tsv"
+        f"{RUN}/benchmarks/train_vae.tsv"
+    conda:
+        "../envs/geovq.yaml"
     script:
         "../workflow_scripts/train_vae.py"
