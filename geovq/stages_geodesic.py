@@ -41,10 +41,6 @@ def knn_graph(inp, out, params, log):
     cells = to_cells(mu)
     nodes = graph_nodes(len(cells), g["max_nodes"], params.seed)
     x = cells[nodes]
-    K = params.K
-    if K > len(nodes):
-        raise GeovqError(f"config key 'codebook.K': K={K} is larger than the number of graph nodes {len(nodes)} "
-                         f"(graph.max_nodes={g['max_nodes']}, {len(cells)} train cells)")
     log(f"kNN graph over {len(nodes)} of {len(cells)} train cells (dim {x.shape[1]}), k={g['k']}, {g['symmetrize']}")
     G, info = build(x, g["k"], symmetrize=g["symmetrize"], method=g["knn_method"], exact_max=g["exact_max"],
                     seed=params.seed)
@@ -85,7 +81,8 @@ def geodesic_medoids(inp, out, params, log):
     m = params.medoids
     K = params.K
     if K > G.shape[0]:
-        raise GeovqError(f"config key 'codebook.K': K={K} is larger than the number of graph nodes {G.shape[0]}")
+        raise GeovqError(f"config key 'codebook.K': K={K} is larger than the number of graph nodes {G.shape[0]} "
+                         f"(config graph.max_nodes, or the number of train cells)")
     log(f"geodesic K-medoids K={K} on {G.shape[0]} nodes, {G.nnz // 2} edges, init {m['init']}")
     km = GeodesicKMedoids(K, init=m["init"], max_iter=m["max_iter"], swap=m["swap"], seed=params.seed).fit(G, d["x"])
     for i, obj in enumerate(km.objective_):

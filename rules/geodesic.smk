@@ -12,7 +12,6 @@ rule knn_graph:
     params:
         seed=lambda wc: int(wc.seed),
         graph=lambda wc: {k: v for k, v in dcfg(wc, "graph").items() if k != "new_point_metric"},
-        K=lambda wc: dcfg(wc, "codebook")["K"],
     threads: config["threads"] or workflow.cores
     resources:
         mem_mb=4000,

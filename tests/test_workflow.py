@@ -69,10 +69,23 @@ def test_second_run_does_nothing(done):
 
 def test_codebook_change_reruns_only_codebook_and_after(done, tmp_path):
     work, _ = done
+    n_var = len(TEST_CONFIG["variants"])
     jobs = planned_jobs(work, write_config(tmp_path / "k.yaml", codebook__K=8))
-    assert "train_vae" not in jobs and "prepare_data" not in jobs
-    assert jobs["kmeans_codebook"] == len(TEST_CONFIG["variants"])
-    assert jobs["evaluate"] >= len(TEST_CONFIG["variants"]) and jobs["metrics_table"] == 1
+    for untouched in ("prepare_data", "train_vae", "knn_graph", "riemannian_lengths", "train_classifier"):
+        assert untouched not in jobs, jobs
+    assert jobs["kmeans_codebook"] == n_var and jobs["geodesic_medoids"] == 2 * n_var
+    assert jobs["geodesic_codes"] == 2 * n_var and jobs["train_vqvae"] == n_var
+    assert jobs["evaluate"] == n_var * len(TEST_CONFIG["quantizers"]) and jobs["metrics_table"] == 1
+
+
+def test_graph_k_change_reruns_graph_and_after(done, tmp_path):
+    work, _ = done
+    n_var = len(TEST_CONFIG["variants"])
+    jobs = planned_jobs(work, write_config(tmp_path / "g.yaml", graph={**TEST_CONFIG["graph"], "k": 8}))
+    for untouched in ("train_vae", "kmeans_codebook", "train_vqvae"):
+        assert untouched not in jobs, jobs
+    assert jobs["knn_graph"] == n_var and jobs["riemannian_lengths"] == n_var
+    assert jobs["geodesic_medoids"] == 2 * n_var and jobs["geodesic_codes"] == 2 * n_var
 
 
 def test_vae_change_reruns_vae_and_after(done, tmp_path):
@@ -80,7 +93,8 @@ def test_vae_change_reruns_vae_and_after(done, tmp_path):
     spatial = {**TEST_CONFIG["vae"]["spatial"], "epochs": 3}
     jobs = planned_jobs(work, write_config(tmp_path / "v.yaml", vae__spatial=spatial))
     assert jobs.get("train_vae") == 1 and "prepare_data" not in jobs  # only the spatial VAE
-    assert jobs["kmeans_codebook"] == 1 and jobs["metrics_table"] == 1
+    assert jobs["kmeans_codebook"] == 1 and jobs["knn_graph"] == 1 and jobs["metrics_table"] == 1
+    assert "train_vqvae" not in jobs and "train_classifier" not in jobs  # neither depends on the VAE
 
 
 def test_new_dataset_and_seed_add_only_their_jobs(done, tmp_path):
