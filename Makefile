@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SNAKEMAKE := $(VENV)/bin/snakemake
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data run test report clean
+.PHONY: setup data run test report clean slurm test-slurm
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (torch 2.14.1 wheels)"; exit 1; }
@@ -37,3 +37,10 @@ test: setup
 
 clean:
 	rm -rf results .snakemake
+
+# On a SLURM login node; edit profiles/slurm/config.yaml first (README: Running on a SLURM cluster).
+slurm: setup
+	$(SNAKEMAKE) --workflow-profile profiles/slurm
+
+test-slurm: setup
+	$(VENV)/bin/python -m pytest tests/test_slurm.py -x -q

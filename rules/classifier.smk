@@ -14,8 +14,9 @@ rule train_classifier:
         device=config["device"],
     threads: config["threads"] or workflow.cores
     resources:
-        mem_mb=4000,
+        mem_mb=retry_mem(4000),
         runtime=30,
+        **gpu_resources(),
     log:
         f"{RESULTS}/logs/{{dataset}}/train_classifier.log",
     benchmark:
@@ -45,7 +46,7 @@ rule recon_quality:
         device=config["device"],
     threads: config["threads"] or workflow.cores
     resources:
-        mem_mb=4000,
+        mem_mb=retry_mem(4000),
         runtime=15,
     log:
         f"{RUN}/logs/recon_quality.log",

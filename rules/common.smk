@@ -91,3 +91,14 @@ def vqvae_arch(wc):
 
     vae = dcfg(wc, "vae")[wc.variant]
     return {k: vae[k] for k in ARCH_KEYS[wc.variant]}
+
+
+def retry_mem(mb):
+    """mem_mb of a job: `mb` MB times the attempt (profile `retries: 2` -> mb, 2*mb, 3*mb)."""
+    return lambda wildcards, attempt: mb * attempt
+
+
+def gpu_resources():
+    """Resources of a job that can use a GPU: config `gpu: N` (0, the default: none). With the SLURM
+    executor `gpu` becomes `sbatch --gpus=N`; locally it limits nothing unless --resources gpu=N."""
+    return {"gpu": config["gpu"]} if config["gpu"] else {}

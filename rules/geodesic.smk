@@ -14,7 +14,7 @@ rule knn_graph:
         graph=lambda wc: {k: v for k, v in dcfg(wc, "graph").items() if k != "new_point_metric"},
     threads: config["threads"] or workflow.cores
     resources:
-        mem_mb=4000,
+        mem_mb=retry_mem(4000),
     log:
         f"{RUN}/logs/knn_graph.log",
     benchmark:
@@ -38,8 +38,8 @@ rule riemannian_lengths:
         device=config["device"],
     threads: config["threads"] or workflow.cores
     resources:
-        mem_mb=4000,
-        gpu=config["gpu"],
+        mem_mb=retry_mem(4000),
+        **gpu_resources(),
     log:
         f"{RUN}/logs/riemannian_lengths.log",
     benchmark:
@@ -66,7 +66,7 @@ rule geodesic_medoids:
         K=lambda wc: dcfg(wc, "codebook")["K"],
         medoids=lambda wc: dcfg(wc, "medoids"),
     resources:
-        mem_mb=4000,
+        mem_mb=retry_mem(4000),
     log:
         f"{QRUN}/logs/geodesic_medoids.log",
     benchmark:
@@ -100,7 +100,7 @@ rule geodesic_codes:
         device=config["device"],
     threads: config["threads"] or workflow.cores
     resources:
-        mem_mb=4000,
+        mem_mb=retry_mem(4000),
     log:
         f"{QRUN}/logs/geodesic_codes.log",
     benchmark:

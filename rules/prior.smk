@@ -17,8 +17,9 @@ rule train_prior:
         device=config["device"],
     threads: config["threads"] or workflow.cores
     resources:
-        mem_mb=4000,
+        mem_mb=retry_mem(4000),
         runtime=30,
+        **gpu_resources(),
     log:
         f"{QRUN}/logs/train_prior.log",
     benchmark:
@@ -46,7 +47,7 @@ rule sample_prior:
         device=config["device"],
     threads: config["threads"] or workflow.cores
     resources:
-        mem_mb=4000,
+        mem_mb=retry_mem(4000),
         runtime=15,
     log:
         f"{QRUN}/logs/sample_prior.log",
@@ -79,7 +80,7 @@ rule sample_quality:
         device=config["device"],
     threads: config["threads"] or workflow.cores
     resources:
-        mem_mb=4000,
+        mem_mb=retry_mem(4000),
         runtime=15,
     log:
         f"{QRUN}/logs/sample_quality.log",

@@ -17,8 +17,9 @@ rule train_vae:
         device=config["device"],
     threads: config["threads"] or workflow.cores
     resources:
-        mem_mb=4000,
+        mem_mb=retry_mem(4000),
         runtime=60,
+        **gpu_resources(),
     log:
         f"{RUN}/logs/train_vae.log",
     benchmark:

@@ -21,8 +21,9 @@ rule train_vqvae:
         device=config["device"],
     threads: config["threads"] or workflow.cores
     resources:
-        mem_mb=4000,
+        mem_mb=retry_mem(4000),
         runtime=60,
+        **gpu_resources(),
     log:
         f"{RUN}/logs/train_vqvae.log",
     benchmark:

@@ -171,7 +171,8 @@ class LocalSlurm:
         return left
 
     def zombies(self):
-        return {pid: (comm, _proc_stat(pid)[1]) for pid, (start, comm) in self.seen.items()
+        """Seen daemons that have exited but not been reaped yet: {pid: (comm, parent pid)}."""
+        return {pid: (comm, st[1]) for pid, (start, comm) in self.seen.items()
                 if (st := _proc_stat(pid)) and st[2] == start and st[0] == "Z"}
 
     def run(self, *cmd, check=True):
@@ -446,7 +447,7 @@ def test_noacct_profile_on_cluster_without_accounting(cluster, tmp_path):
 
 def test_daemons_stopped(cluster):
     """stop_local_slurm.sh leaves no slurmctld/slurmd/slurmdbd/munged/mariadbd of ours running."""
-    assert {c for c in (comm for _, comm in cluster.seen.values())} >= {"slurmctld", "slurmd", "munged"}
+    assert {comm for _, comm in cluster.seen.values()} >= {"slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd"}
     proc = cluster.stop()
     assert proc.returncode == 0, proc.stderr
     assert not cluster.still_running(), cluster.still_running()
