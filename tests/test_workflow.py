@@ -134,3 +134,34 @@ def test_same_seed_same_codes_and_metrics(done, tmp_path_factory):
     for path in sorted((work_a / "results").rglob("metrics.json")):
         rel = path.relative_to(work_a)
         assert json.loads(path.read_text()) == json.loads((work_b / rel).read_text()), rel
+
+
+def test_report_builds_with_table_and_figures(done):
+    """snakemake --report: every figure a non-empty PNG of the configured width; the table's rows inside."""
+    import base64
+    import re
+
+    import pandas as pd
+    from PIL import Image
+
+    work, cfg = done
+    run_snakemake(work, "--report", "report.html", configfile=cfg)
+    html = (work / "report.html").read_text()
+    embedded = {
+        name: base64.b64decode(data)
+        for name, data in re.findall(r"data:[\w/+.-]+;charset=utf8;filename=([\w.-]+);base64,([A-Za-z0-9+/=]+)", html)
+    }
+    table = embedded["metrics.html"].decode()
+    df = pd.read_csv(work / "results" / "tables" / "metrics.csv")
+    assert table.count("<tr") - 1 == len(df)  # header row + one per result row
+    for row in df.itertuples():
+        assert f"<td>{row.quantizer}</td>" in table
+    width = round(TEST_CONFIG["report"]["fig_width"] * TEST_CONFIG["report"]["dpi"])
+    figures = sorted((work / "results").rglob("figures/*.png")) + sorted((work / "results").rglob("analysis/*.png"))
+    n_q = len(TEST_CONFIG["quantizers"])
+    assert len(figures) == len(TEST_CONFIG["variants"]) * (5 + n_q + 4)
+    for png in figures:
+        with Image.open(png) as im:
+            assert im.format == "PNG" and im.size[0] == width and im.size[1] > 50, png
+            assert len(set(im.convert("L").getdata())) > 2, f"{png} is blank"
+    assert sum(1 for n in embedded if n.endswith(".png")) >= len({p.name for p in figures})
