@@ -316,7 +316,7 @@ class GeodesicKMedoids:
     """
 
     def __init__(self, n_clusters, *, init="kmeans", max_iter=20, tol=0.0, seed=0, swap=True,
-                 max_swap_rounds=100, swap_candidates=8, swap_depth=64, exact_max=200,
+                 max_swap_rounds=100, swap_candidates=8, swap_depth=16, exact_max=200,
                  verbose=False):
         self.n_clusters = n_clusters
         self.init = init
@@ -474,7 +474,7 @@ class _SwapSearch:
     guaranteed, and two with more swaps that the caller keeps only if they do better.
     """
 
-    def __init__(self, G, k, n_cand, rng, depth=64):
+    def __init__(self, G, k, n_cand, rng, depth=16):
         self.G, self.k, self.n_cand, self.rng, self.depth = G, k, n_cand, rng, depth
         self.loc = np.full(G.shape[0], -1, dtype=np.int64)
         self.prev = None

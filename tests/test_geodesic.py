@@ -28,7 +28,7 @@ def random_graph(n, seed, avg_degree=6, zero_frac=0.0):
     G = sp.coo_matrix((np.concatenate([w, w]), (np.concatenate([a, b]), np.concatenate([b, a]))),
                       shape=(n, n)).tocsr()
     G.sum_duplicates()
-    G = G.minimum(G.T).tocsr()  # duplicated pairs summed asymmetrically: restore symmetry
+    G = G.minimum(G.T).tocsr()  # a pair drawn twice got summed lengths: keep it symmetric anyway
     return sp.csr_matrix(G)
 
 
