@@ -332,7 +332,7 @@ class GeodesicKMedoids:
 
     def _log(self, msg):
         if self.verbose:
-            print(f"[GeodesicKMedoids] {msg}", flush=True)
+            print(f"[GeodesicKMedoids {time.perf_counter() - self._t_fit:7.1f} s] {msg}", flush=True)
 
     def _init_medoids(self, G, x, rng):
         k = self.n_clusters
@@ -387,7 +387,7 @@ class GeodesicKMedoids:
         if not (isinstance(k, (int, np.integer)) and 1 <= k <= n):
             raise ValueError(f"n_clusters={k!r} must be an integer in [1, number of nodes N={n}]")
         rng = np.random.default_rng(self.seed)
-        t0 = time.perf_counter()
+        t0 = self._t_fit = time.perf_counter()
         self.timings_ = {}
         medoids = self._init_medoids(G, np.ascontiguousarray(x, dtype=np.float32), rng)
         if medoids.size != k:
