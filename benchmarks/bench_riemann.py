@@ -164,14 +164,17 @@ def main():
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--checkpoint", help="geovq VAE checkpoint (geovq.train.load_vae) instead of the stand-ins")
-    p.add_argument("--latents", help=".npy of latent grids (N, C, H, W) to use instead of N(0, 1) samples")
+    p.add_argument("--latents", help="latent grids (N, C, H, W) instead of N(0, 1) samples: a .npy, or the "
+                   "pipeline's latents_train.npz (key 'mu')")
     p.add_argument("--only", choices=["conv", "mlp"], help="benchmark one stand-in only")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    args.latents = np.load(args.latents).astype(np.float32) if args.latents else None
+    if args.latents:
+        arr = np.load(args.latents)
+        args.latents = (arr["mu"] if isinstance(arr, np.lib.npyio.NpzFile) else arr).astype(np.float32)
 
     roof = matmul_roofline()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 2048x2048 matmul: {roof:.0f} GFLOP/s")

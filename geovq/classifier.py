@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geovq.io import GeovqError, load_torch, save_torch
+from geovq.io import GeovqError, load_checkpoint, restore, save_checkpoint
 
 ARCH_KEYS = ("channels", "feature_dim")
 
@@ -125,20 +125,12 @@ def predict(model, images, device="cpu", batch_size=256) -> np.ndarray:
 
 
 def save_classifier(path, model, params, *, dataset):
-    save_torch(path, {
-        "kind": "classifier", "dataset": dataset, "image_shape": list(model.image_shape),
-        "n_classes": model.n_classes, "arch": {k: params[k] for k in ARCH_KEYS},
-        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-    })
+    save_checkpoint(path, "classifier", model, dataset=dataset, image_shape=list(model.image_shape),
+                    n_classes=model.n_classes, arch={k: params[k] for k in ARCH_KEYS})
 
 
 def load_classifier(path, device="cpu", dataset=None):
     """A classifier from its checkpoint, in eval mode; ``dataset`` if given must match the checkpoint's."""
-    ck = load_torch(path)
-    if not isinstance(ck, dict) or ck.get("kind") != "classifier":
-        raise GeovqError(f"{path}: not a geovq classifier checkpoint")
-    if dataset is not None and ck["dataset"] != dataset:
-        raise GeovqError(f"{path}: classifier checkpoint is for dataset {ck['dataset']!r}, expected {dataset!r}")
+    ck = load_checkpoint(path, "classifier", dataset)
     model = Classifier(tuple(ck["image_shape"]), ck["n_classes"], ck["arch"]["channels"], ck["arch"]["feature_dim"])
-    model.load_state_dict(ck["state_dict"])
-    return model.to(device).eval()
+    return restore(ck, model, device)

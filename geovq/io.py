@@ -85,6 +85,28 @@ def save_torch(path, obj):
         torch.save(obj, tmp)
 
 
+def save_checkpoint(path, kind, model, **meta):
+    """A model checkpoint: its ``kind``, what rebuilds it (``meta``) and its weights on the CPU."""
+    save_torch(path, {"kind": kind, **meta, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
+
+
+def load_checkpoint(path, kinds, dataset=None):
+    """The checkpoint dict at ``path``; its kind must be one of ``kinds`` and, if given, its dataset ``dataset``."""
+    ck = load_torch(path)
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    if not isinstance(ck, dict) or ck.get("kind") not in kinds or "state_dict" not in ck:
+        raise GeovqError(f"{path}: not a geovq {' or '.join(kinds)} checkpoint")
+    if dataset is not None and ck.get("dataset") != dataset:
+        raise GeovqError(f"{path}: {ck['kind']} checkpoint is for dataset {ck.get('dataset')!r}, expected {dataset!r}")
+    return ck
+
+
+def restore(ck, model, device):
+    """``model`` with the checkpoint's weights, on ``device``, in eval mode."""
+    model.load_state_dict(ck["state_dict"])
+    return model.to(device).eval()
+
+
 def load_torch(path):
     import torch
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geovq.io import GeovqError, load_torch, save_torch
+from geovq.io import GeovqError, load_checkpoint, restore, save_checkpoint
 
 LN2 = math.log(2.0)
 
@@ -325,21 +325,12 @@ def sample(model, n, *, labels=None, temperature=1.0, top_k=None, generator=None
 def save_prior(path, model, *, dataset, quantizer=None):
     cfg = asdict(model.config)
     cfg["grid"] = list(cfg["grid"])
-    save_torch(path, {
-        "kind": "prior", "dataset": dataset, "quantizer": quantizer, "config": cfg,
-        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-    })
+    save_checkpoint(path, "prior", model, dataset=dataset, quantizer=quantizer, config=cfg)
 
 
 def load_prior(path, device="cpu", dataset=None):
     """A CodePrior from its checkpoint, in eval mode; ``dataset`` if given must match the checkpoint's."""
-    ck = load_torch(path)
-    if not isinstance(ck, dict) or ck.get("kind") != "prior":
-        raise GeovqError(f"{path}: not a geovq prior checkpoint")
-    if dataset is not None and ck["dataset"] != dataset:
-        raise GeovqError(f"{path}: checkpoint is for dataset {ck['dataset']!r}, expected {dataset!r}")
+    ck = load_checkpoint(path, "prior", dataset)
     cfg = dict(ck["config"])
     cfg["grid"] = tuple(cfg["grid"])
-    model = CodePrior(PriorConfig(**cfg))
-    model.load_state_dict(ck["state_dict"])
-    return model.to(device).eval()
+    return restore(ck, CodePrior(PriorConfig(**cfg)), device)

@@ -41,6 +41,10 @@ def knn_graph(inp, out, params, log):
     cells = to_cells(mu)
     nodes = graph_nodes(len(cells), g["max_nodes"], params.seed)
     x = cells[nodes]
+    if g["k"] >= len(nodes):
+        raise GeovqError(f"config key 'graph.k': k={g['k']} must be smaller than the number of graph nodes "
+                         f"{len(nodes)} ({inp.latents_train}: {len(cells)} train cells, graph.max_nodes "
+                         f"{g['max_nodes']})")
     log(f"kNN graph over {len(nodes)} of {len(cells)} train cells (dim {x.shape[1]}), k={g['k']}, {g['symmetrize']}")
     G, info = build(x, g["k"], symmetrize=g["symmetrize"], method=g["knn_method"], exact_max=g["exact_max"],
                     seed=params.seed)

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import torch
 
-from geovq.io import GeovqError, load_torch, save_torch
+from geovq.io import load_checkpoint, restore, save_checkpoint
 from geovq.models import build_vae, elbo_terms
 
 ARCH_KEYS = {"vanilla": ("latent_dim", "hidden"), "spatial": ("latent_channels", "grid", "channels")}
@@ -92,19 +92,10 @@ def decode(model, z, device, batch_size=1024) -> torch.Tensor:
 
 def save_vae(path, model, variant, params, *, dataset, image_shape):
     arch = {k: params[k] for k in ARCH_KEYS[variant]}
-    save_torch(path, {
-        "kind": "vae", "variant": variant, "dataset": dataset, "image_shape": list(image_shape),
-        "arch": arch, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-    })
+    save_checkpoint(path, "vae", model, variant=variant, dataset=dataset, image_shape=list(image_shape), arch=arch)
 
 
 def load_vae(path, device="cpu", dataset=None):
     """A VAE from its checkpoint, in eval mode; ``dataset`` if given must match the checkpoint's."""
-    ck = load_torch(path)
-    if not isinstance(ck, dict) or ck.get("kind") != "vae":
-        raise GeovqError(f"{path}: not a geovq VAE checkpoint")
-    if dataset is not None and ck["dataset"] != dataset:
-        raise GeovqError(f"{path}: checkpoint is for dataset {ck['dataset']!r}, expected {dataset!r}")
-    model = build_vae(ck["variant"], tuple(ck["image_shape"]), ck["arch"])
-    model.load_state_dict(ck["state_dict"])
-    return model.to(device).eval()
+    ck = load_checkpoint(path, "vae", dataset)
+    return restore(ck, build_vae(ck["variant"], tuple(ck["image_shape"]), ck["arch"]), device)

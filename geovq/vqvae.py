@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geovq.io import GeovqError, load_torch, save_torch
+from geovq.io import load_checkpoint, restore, save_checkpoint
 from geovq.models import ConvDecoder, ConvEncoder, VanillaVAE, grid_sizes
 
 VQ_KEYS = ("beta", "decay", "eps", "dead_fraction")
@@ -236,38 +236,23 @@ def encode_codes(model, images, device, batch_size=1024):
 def save_vqvae(path, model, arch, *, dataset):
     from geovq.train import ARCH_KEYS
 
-    save_torch(path, {
-        "kind": "vqvae", "variant": model.variant, "dataset": dataset, "image_shape": list(model.image_shape),
-        "arch": {k: arch[k] for k in ARCH_KEYS[model.variant]}, "K": model.K,
-        "vq": {k: getattr(model.vq, k) for k in VQ_KEYS},
-        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-    })
-
-
-def _check_kind(path, ck, kinds, dataset):
-    if not isinstance(ck, dict) or ck.get("kind") not in kinds:
-        raise GeovqError(f"{path}: not a geovq {' or '.join(kinds)} checkpoint")
-    if dataset is not None and ck["dataset"] != dataset:
-        raise GeovqError(f"{path}: checkpoint is for dataset {ck['dataset']!r}, expected {dataset!r}")
+    save_checkpoint(path, "vqvae", model, variant=model.variant, dataset=dataset, image_shape=list(model.image_shape),
+                    arch={k: arch[k] for k in ARCH_KEYS[model.variant]}, K=model.K,
+                    vq={k: getattr(model.vq, k) for k in VQ_KEYS})
 
 
 def load_vqvae(path, device="cpu", dataset=None):
     """A VQ-VAE from its checkpoint, in eval mode; ``dataset`` if given must match the checkpoint's."""
-    ck = load_torch(path)
-    _check_kind(path, ck, ("vqvae",), dataset)
-    return _vqvae_from(ck).to(device).eval()
+    return _vqvae_from(load_checkpoint(path, "vqvae", dataset), device)
 
 
-def _vqvae_from(ck):
-    model = VQVAE(ck["variant"], tuple(ck["image_shape"]), ck["arch"], ck["K"], ck["vq"])
-    model.load_state_dict(ck["state_dict"])
-    return model
+def _vqvae_from(ck, device):
+    return restore(ck, VQVAE(ck["variant"], tuple(ck["image_shape"]), ck["arch"], ck["K"], ck["vq"]), device)
 
 
 def load_decoder(path, device="cpu", dataset=None):
     """The model whose ``decode(z)`` turns a quantizer's code vectors into images: a VAE or a VQ-VAE checkpoint."""
     from geovq.train import load_vae
 
-    ck = load_torch(path)
-    _check_kind(path, ck, ("vae", "vqvae"), dataset)
-    return _vqvae_from(ck).to(device).eval() if ck["kind"] == "vqvae" else load_vae(path, device, dataset)
+    ck = load_checkpoint(path, ("vae", "vqvae"), dataset)
+    return _vqvae_from(ck, device) if ck["kind"] == "vqvae" else load_vae(path, device, dataset)

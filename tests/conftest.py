@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,39 @@ def planned_jobs(workdir, configfile):
 @pytest.fixture
 def root():
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def test_config_run(tmp_path_factory):
+    """One complete local run of config/test.yaml (``--cores 2``), shared by the workflow tests and
+    the SLURM test (which compares its table and wall time with this run instead of redoing it).
+    Returns (workdir, configfile, wall seconds)."""
+    work = tmp_path_factory.mktemp("run_a")
+    cfg = work / "config.yaml"
+    cfg.write_text((ROOT / "config" / "test.yaml").read_text())
+    t0 = time.monotonic()
+    run_snakemake(work, configfile=cfg)
+    return work, cfg, time.monotonic() - t0
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (tiny models run faster and steadier that way)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def to_nx(G):
+    """A symmetric scipy.sparse graph as a networkx.Graph with weights: the oracle's input."""
+    import networkx as nx
+    import scipy.sparse as sp
+
+    H = nx.Graph()
+    H.add_nodes_from(range(G.shape[0]))
+    C = sp.triu(G, k=1).tocoo()
+    H.add_weighted_edges_from(zip(C.row.tolist(), C.col.tolist(), C.data.tolist()))
+    return H

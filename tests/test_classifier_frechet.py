@@ -12,12 +12,8 @@ from geovq.frechet import frechet_distance, frechet_from_stats, gaussian_stats
 from geovq.io import GeovqError, load_json, save_json, save_npz
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models: one thread is faster and steadier on a shared 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---------------------------------------------------------------- Fréchet distance

@@ -7,6 +7,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
+from conftest import to_nx
+
 from geovq.geodesic import (GeodesicKMedoids, _SwapSearch, _voronoi, assign_new, medoid_update,
                             second_nearest, voronoi)
 from geovq.graph import bridge_components, knn_graph
@@ -30,14 +32,6 @@ def random_graph(n, seed, avg_degree=6, zero_frac=0.0):
     G.sum_duplicates()
     G = G.minimum(G.T).tocsr()  # a pair drawn twice got summed lengths: keep it symmetric anyway
     return sp.csr_matrix(G)
-
-
-def to_nx(G):
-    H = nx.Graph()
-    H.add_nodes_from(range(G.shape[0]))
-    C = sp.triu(G, k=1).tocoo()
-    H.add_weighted_edges_from(zip(C.row.tolist(), C.col.tolist(), C.data.tolist()))
-    return H
 
 
 def nx_medoid_distances(H, medoids):

@@ -8,6 +8,8 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 
+from conftest import to_nx
+
 from geovq.graph import bridge_components, check_latents, knn, knn_graph, knn_query
 
 
@@ -22,14 +24,6 @@ def sk_knn(base, queries, k, exclude_self):
     nn = NearestNeighbors(n_neighbors=k + exclude_self, algorithm="brute").fit(base)
     d, i = nn.kneighbors(queries)
     return (i[:, 1:], d[:, 1:]) if exclude_self else (i, d)
-
-
-def to_nx(G):
-    H = nx.Graph()
-    H.add_nodes_from(range(G.shape[0]))
-    C = sp.triu(G, k=1).tocoo()
-    H.add_weighted_edges_from(zip(C.row.tolist(), C.col.tolist(), C.data.tolist()))
-    return H
 
 
 def test_knn_exact_matches_sklearn():

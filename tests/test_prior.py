@@ -16,13 +16,8 @@ TINY = dict(conditional=False, n_layer=1, n_head=2, n_embd=32, dropout=0.0, epoc
             lr=1e-2, weight_decay=0.0, val_fraction=0.2, patience=3, train_images=None)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: one thread is faster and steadier on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models: one thread is faster and steadier on a shared 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sequences(labels, K, L):

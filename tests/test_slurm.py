@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, SNAKEMAKE, run_snakemake
+from conftest import ROOT, SNAKEMAKE
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -324,7 +324,7 @@ def test_profiles_differ_only_by_accounting_keys():
 
 
 @pytest.mark.timeout(5400)
-def test_workflow_runs_as_real_slurm_jobs(cluster, tmp_path, capsys):
+def test_workflow_runs_as_real_slurm_jobs(cluster, test_config_run, tmp_path, capsys):
     """Every planned job is a COMPLETED SLURM job with the planned memory, time, CPUs and GPUs."""
     prof_dir = tmp_path / "profile"
     cluster_profile(PROFILE, prof_dir, account="root")
@@ -336,10 +336,8 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, tmp_path, capsys):
     planned = {key(j): j for j in parse_jobs(dry.stdout)}
     assert planned, dry.stdout[-3000:]
 
-    # the same config locally (the workflow's default profile, --cores 2), for the overhead
-    t0 = time.monotonic()
-    run_snakemake(tmp_path / "local", "--config", f"gpu={GPUS}", configfile=TEST_CONFIG)
-    local_s = time.monotonic() - t0
+    # the same config run locally (--cores 2, conftest's shared run), for the overhead
+    local_dir, _, local_s = test_config_run
 
     start = time.strftime("%Y-%m-%dT%H:%M:%S")
     proc, slurm_s = snakemake(tmp_path / "slurm", prof_dir, *cfg, env=cluster.env)
@@ -393,7 +391,7 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, tmp_path, capsys):
         with open(workdir / "results" / "tables" / "metrics.csv") as f:
             return sorted((r["dataset"], r["variant"], r["quantizer"], r["seed"]) for r in csv.DictReader(f))
 
-    assert table_keys(tmp_path / "slurm") == table_keys(tmp_path / "local")
+    assert table_keys(tmp_path / "slurm") == table_keys(local_dir)
 
 
 def test_failing_job_fails_run_with_slurm_job_id(cluster, tmp_path):

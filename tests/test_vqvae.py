@@ -14,12 +14,8 @@ VQ = {"beta": 0.25, "decay": 0.99, "eps": 1e-5, "dead_fraction": 0.03}
 ARCH = {"vanilla": {"latent_dim": 4, "hidden": 32}, "spatial": {"latent_channels": 3, "grid": 4, "channels": [8, 8]}}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# tiny models: one thread is faster and steadier on a shared 2-core machine
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _quantizer(embedding, count, decay=0.5, eps=0.0, beta=0.25, dead_fraction=0.0):

@@ -1,0 +1,99 @@
+"""Bad input to the geodesic stages, run as Snakemake runs them (geovq.stages.entry): one line on
+stderr naming the file or config key and what was expected, exit status 1, no output written."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from geovq.config import validate
+from geovq.io import save_npz
+from geovq.stages import entry
+from geovq.stages_geodesic import geodesic_medoids, knn_graph
+
+DEFAULTS = validate({"datasets": ["synthetic"]})
+
+
+class Files(SimpleNamespace):
+    """Snakemake's named input/output lists: attributes, and iterable over the paths."""
+
+    def __iter__(self):
+        return iter(vars(self).values())
+
+
+def job(tmp_path, rule, inputs, outputs, **params):
+    """What a Snakemake ``script:`` job hands to geovq.stages.entry, outputs under tmp_path."""
+    return SimpleNamespace(rule=rule, threads=1, log=[str(tmp_path / f"{rule}.log")],
+                           input=Files(**inputs), output=Files(**{k: str(tmp_path / v) for k, v in outputs.items()}),
+                           params=SimpleNamespace(seed=0, **params))
+
+
+def fails_cleanly(smk, stage, capsys, *needles):
+    with pytest.raises(SystemExit) as exc:
+        entry(smk, stage)
+    assert exc.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"geovq error in rule {smk.rule}: "), err
+    for needle in needles:
+        assert needle in err, err
+    for out in smk.output:
+        assert not list(Path(out).parent.glob(Path(out).name + "*")), f"{out} (or a temp file of it) was written"
+    return err
+
+
+def latents(path, mu):
+    save_npz(path, mu=mu.astype(np.float32), labels=np.zeros(len(mu), np.int64))
+    return str(path)
+
+
+def two_clusters(n=40, c=3):
+    """Two tight blobs 1000 apart: a k=3 graph over them has two components."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, c))
+    x[n // 2:] += 1000.0
+    return x.reshape(n, c, 1, 1)
+
+
+GRAPH_OUT = {"graph": "knn.npz", "info": "knn_info.json"}
+
+
+def graph_params(**over):
+    return {**DEFAULTS["graph"], **over}
+
+
+def test_nan_latents(tmp_path, capsys):
+    mu = two_clusters()
+    mu[5, 1] = np.nan
+    path = latents(tmp_path / "latents_train.npz", mu)
+    smk = job(tmp_path, "knn_graph", {"latents_train": path}, GRAPH_OUT, graph=graph_params(k=3))
+    fails_cleanly(smk, knn_graph, capsys, path, "NaN")
+
+
+def test_k_not_below_number_of_nodes(tmp_path, capsys):
+    path = latents(tmp_path / "latents_train.npz", two_clusters(n=8))
+    smk = job(tmp_path, "knn_graph", {"latents_train": path}, GRAPH_OUT, graph=graph_params(k=8))
+    fails_cleanly(smk, knn_graph, capsys, "config key 'graph.k'", "k=8", "number of graph nodes 8", "latents_train.npz")
+
+
+def test_disconnected_graph_without_bridging(tmp_path, capsys):
+    path = latents(tmp_path / "latents_train.npz", two_clusters())
+    smk = job(tmp_path, "knn_graph", {"latents_train": path}, GRAPH_OUT,
+                    graph=graph_params(k=3, bridge=False))
+    fails_cleanly(smk, knn_graph, capsys, "2 connected components", "'graph.bridge'")
+    # with bridging (the default) the same latents give one connected graph
+    smk = job(tmp_path, "knn_graph", {"latents_train": path}, GRAPH_OUT, graph=graph_params(k=3))
+    entry(smk, knn_graph)
+    info = json.loads((tmp_path / "knn_info.json").read_text())
+    assert info["n_components"] == 2 and info["n_bridges"] == 1
+
+
+def test_more_codes_than_nodes(tmp_path, capsys):
+    path = latents(tmp_path / "latents_train.npz", two_clusters())
+    entry(job(tmp_path, "knn_graph", {"latents_train": path}, GRAPH_OUT, graph=graph_params(k=3)),
+          knn_graph)
+    smk = job(tmp_path, "geodesic_medoids", {"lengths": str(tmp_path / "knn.npz")},
+                    {"codebook": "codebook.npz", "voronoi": "voronoi.npz", "objective": "objective.csv"},
+                    K=41, medoids=DEFAULTS["medoids"])
+    fails_cleanly(smk, geodesic_medoids, capsys, "config key 'codebook.K'", "K=41", "40")
