@@ -61,7 +61,22 @@ def validate(config: dict, schema=None) -> dict:
         errors = sorted(validator.iter_errors(merged), key=lambda e: list(e.absolute_path))
         if errors:
             raise GeovqError(_message(errors[0]).replace("config key '", f"config key 'overrides.{dataset}.", 1))
+    sorted_keys = canonical(config)
+    config.clear()  # in place: Snakemake's global config object
+    config.update(sorted_keys)
     return config
+
+
+def canonical(value):
+    """``value`` with every mapping's keys sorted, recursively.
+
+    Jobs receive config sections as ``params``, and Snakemake compares params by their repr: the
+    order in which a config file happens to list keys must not make a job look changed."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -74,8 +89,7 @@ def deep_merge(base: dict, over: dict) -> dict:
 def dataset_config(config: dict, dataset: str) -> dict:
     """The config as seen by ``dataset``'s jobs: ``overrides.<dataset>`` merged over the sections."""
     over = config.get("overrides", {}).get(dataset, {})
-    merged = deep_merge({k: v for k, v in config.items() if k != "overrides"}, over)
-    return merged
+    return canonical(deep_merge({k: v for k, v in config.items() if k != "overrides"}, over))
 
 
 def load(path) -> dict:

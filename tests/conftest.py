@@ -15,9 +15,9 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 def run_snakemake(workdir, *args, configfile=None, check=True, env=None):
     """Run the repository's Snakefile with ``workdir`` as working directory; return the process."""
     cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
-    if configfile:
-        cmd += ["--configfile", str(configfile)]
     cmd += list(args)
+    if configfile:  # after the targets: --configfile takes every word up to the next option
+        cmd += ["--configfile", str(configfile)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")

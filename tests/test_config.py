@@ -52,3 +52,15 @@ def test_load_reports_bad_yaml(tmp_path):
     p.write_text(yaml.safe_dump({"seeds": [1, 1]}))
     with pytest.raises(GeovqError, match="'seeds'"):
         config.load(p)
+
+
+def test_key_order_does_not_change_what_jobs_see():
+    """Jobs get config sections as params, compared by repr: key order must not matter."""
+    cfg = {"datasets": ["synthetic"], "codebook": {"K": 8, "train_images": 100},
+           "overrides": {"synthetic": {"vae": {"spatial": {"epochs": 2, "channels": [4, 8]}}}}}
+    flipped = {"overrides": {"synthetic": {"vae": {"spatial": {"channels": [4, 8], "epochs": 2}}}},
+               "codebook": {"train_images": 100, "K": 8}, "datasets": ["synthetic"]}
+    a, b = config.validate(cfg), config.validate(flipped)
+    assert repr(a) == repr(b)
+    for section in ("vae", "codebook", "graph", "medoids"):
+        assert repr(config.dataset_config(a, "synthetic")[section]) == repr(config.dataset_config(b, "synthetic")[section])
