@@ -56,7 +56,12 @@ def _rss_mb(field):
 
 
 class Stage:
-    """Times a block and records its peak RSS (Linux: VmHWM reset through clear_refs)."""
+    """Times a block and records its peak RSS (Linux: VmHWM reset through clear_refs).
+
+    With ``trace=True`` it also records the peak of Python/numpy allocations (tracemalloc);
+    that slows allocation-heavy Python code several-fold, so the times are then not the real ones."""
+
+    trace = False
 
     def __init__(self, name, out):
         self.name, self.out = name, out
@@ -68,7 +73,8 @@ class Stage:
             self.reset = True
         except OSError:
             self.reset = False
-        tracemalloc.start()
+        if self.trace:
+            tracemalloc.start()
         self.t0 = time.perf_counter()
         self.c0 = time.process_time()
         return self
@@ -76,14 +82,16 @@ class Stage:
     def __exit__(self, *exc):
         seconds = time.perf_counter() - self.t0
         cpu = time.process_time() - self.c0
-        _, py_peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        py_peak = float("nan")
+        if self.trace:
+            _, py_peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
         peak = _rss_mb("VmHWM") if self.reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.out[self.name] = {"s": seconds, "cpu_s": cpu, "peak_rss_mb": peak,
                                "numpy_peak_mb": py_peak / 2**20}
         # cpu: all threads; wall/cpu shows how much of the machine the stage got
-        print(f"  {self.name:<12} {seconds:8.2f} s (cpu {cpu:7.2f} s)   peak RSS {peak:8.0f} MB   "
-              f"(numpy/python allocations {py_peak / 2**20:7.0f} MB)", flush=True)
+        traced = f"   (numpy/python allocations {py_peak / 2**20:7.0f} MB)" if self.trace else ""
+        print(f"  {self.name:<12} {seconds:8.2f} s (cpu {cpu:7.2f} s)   peak RSS {peak:8.0f} MB{traced}", flush=True)
 
 
 def run_size(args, n):
@@ -172,8 +180,11 @@ def main():
     p.add_argument("--fasterpam-max", type=int, default=10000, help="largest N to compare with FasterPAM")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", action="store_true")
+    p.add_argument("--trace-alloc", action="store_true",
+                   help="also the peak of Python/numpy allocations per stage (tracemalloc; slows the stages)")
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size, print JSON
     args = p.parse_args()
+    Stage.trace = args.trace_alloc
     if args.one is not None:
         rec = run_size(args, args.one)
         print("JSON " + json.dumps(rec), flush=True)
@@ -194,13 +205,13 @@ def main():
             continue
         rows.append(json.loads(js[0]))
     print("\nScaling (k = %d, K = %d):" % (args.k, args.n_codes))
-    print(f"{'N':>9} {'kNN':>5} {'comp':>5} {'graph s':>8} {'bridge s':>8} {'kmed s':>8} {'iters':>5} "
+    print(f"{'N':>9} {'kNN':>5} {'recall':>6} {'comp':>5} {'graph s':>8} {'bridge s':>8} {'kmed s':>8} {'iters':>5} "
           f"{'swaps':>5} {'assign s':>8} {'total s':>8} {'peak MB':>8} {'objective':>11} {'vs PAM':>7}")
     for r in rows:
         s = r["stages"]
         total = sum(v["s"] for v in s.values())
         gap = f"{r['gap_pct']:+.2f}%" if "gap_pct" in r else "-"
-        print(f"{r['n']:>9} {r['method']:>5} {r['n_components']:>5} {s['knn_graph']['s']:>8.1f} "
+        print(f"{r['n']:>9} {r['method']:>5} {r['recall']:>6.4f} {r['n_components']:>5} {s['knn_graph']['s']:>8.1f} "
               f"{s['bridging']['s']:>8.1f} {s['k-medoids']['s']:>8.1f} {r['n_iter']:>5} {r['n_swaps']:>5} "
               f"{s['assign_new']['s']:>8.1f} {total:>8.1f} {r['peak_rss_mb']:>8.0f} {r['objective']:>11.6g} {gap:>7}")
 

@@ -70,6 +70,33 @@ def test_hnsw_recall_on_50k_mixture():
     assert not (idx == np.arange(len(x))[:, None]).any()
 
 
+def test_hnsw_with_large_groups_of_exact_copies():
+    """Like real latents (blank image corners encode identically): a few vectors repeated
+    thousands of times, plus groups smaller than k. Every row's neighbours must lie within its
+    exact k-th distance (copies first, at distance 0), for queries in the base and new ones."""
+    rng = np.random.default_rng(8)
+    spread = mixture(20_000, 8, 16, seed=8)
+    copies = np.repeat(spread[:3], [6000, 3000, 40], axis=0)  # groups bigger and smaller than k
+    small = np.repeat(spread[3:300], 3, axis=0)
+    x = rng.permutation(np.concatenate([spread[300:], copies, small]))
+    k = 20
+    idx, dist, info = knn(x, k, method="hnsw", seed=0)
+    assert info["method"] == "hnsw" and info["recall"] >= 0.98
+    rows = rng.choice(len(x), 2000, replace=False)
+    ref_d, _ = NearestNeighbors(n_neighbors=k + 1, algorithm="brute").fit(x).kneighbors(x[rows])
+    kth = ref_d[:, -1]  # self (or a copy of it) at distance 0 takes the first place
+    got = np.linalg.norm(x[idx[rows]] - x[rows, None], axis=2)
+    found = np.mean(got <= kth[:, None] + 1e-6)
+    assert found >= 0.98, found
+    assert not (idx == np.arange(len(x))[:, None]).any()
+    assert len(np.unique(idx[rows], axis=None)) > 1 and all(len(set(r)) == k for r in idx[rows].tolist())
+    in_group = np.flatnonzero((x == spread[0]).all(axis=1))
+    assert (dist[in_group] == 0).all() and np.isin(idx[in_group], in_group).all()
+    # new points that coincide with a copied vector get k of its copies
+    q_idx, q_dist, _ = knn_query(x, np.repeat(spread[2:3], 5, axis=0), k, method="hnsw", seed=0)
+    assert (q_dist == 0).all() and np.isin(q_idx, np.flatnonzero((x == spread[2]).all(axis=1))).all()
+
+
 @pytest.mark.parametrize("sym", ["union", "mutual"])
 def test_knn_graph_edges_and_lengths(sym):
     x = mixture(800, 5, 3, seed=5)
