@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import types
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.func import jacfwd, jvp, vmap
 
 # Same rule as geovq.graph.knn_graph: lengths below LENGTH_FLOOR x (median positive
@@ -128,12 +132,131 @@ def _jt_vmap_jacfwd(decode, z, h, w, channels_last):
     return J.transpose(1, 2)
 
 
+# --- the same decoder, rewritten for forward-mode AD ------------------------------------------
+
+def _fold_batchnorm(conv, bn):
+    """Conv2d followed by an eval-mode BatchNorm2d as one Conv2d (the same affine map)."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    fused = copy.deepcopy(conv)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.weight = nn.Parameter(conv.weight * scale[:, None, None, None], requires_grad=False)
+    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
+    return fused
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class _UpsampleConv(nn.Module):
+    """conv3x3(nearest-upsample-2x(x)) computed as one 3x3 conv on the small map with 4x the
+    output channels, then pixel_shuffle: output pixel (2i + a, 2j + b) sees low-resolution rows
+    {i-1: w0, i: w1 + w2} for a = 0 and {i: w0 + w1, i + 1: w2} for a = 1 (columns alike), so the
+    same numbers come out without materializing the upsampled map, and the convolution runs on
+    a quarter of the pixels with 4x the channels (the same FLOPs, a better GEMM shape). Falls
+    back to the original pair when the upsample is not exactly 2x for the input at hand."""
+
+    TAPS = {0: ((0, (0,)), (1, (1, 2))), 1: ((1, (0, 1)), (2, (2,)))}
+
+    def __init__(self, up, conv):
+        super().__init__()
+        self.up, self.conv = up, conv
+        W = conv.weight.detach()
+        O, I = W.shape[:2]
+        K = W.new_zeros(O, 2, 2, I, 3, 3)
+        for a, rows in self.TAPS.items():
+            for b, cols in self.TAPS.items():
+                for r, rs in rows:
+                    for c, cs in cols:
+                        K[:, a, b, :, r, c] = W[:, :, list(rs)][:, :, :, list(cs)].sum((2, 3))
+        self.phases = nn.Conv2d(I, 4 * O, 3, padding=1, bias=conv.bias is not None).to(W)
+        self.phases.weight = nn.Parameter(K.reshape(4 * O, I, 3, 3), requires_grad=False)
+        if conv.bias is not None:
+            self.phases.bias = nn.Parameter(conv.bias.detach().repeat_interleave(4), requires_grad=False)
+
+    @staticmethod
+    def applies(up, conv):
+        return (isinstance(up, nn.Upsample) and up.mode in ("nearest", "nearest-exact")
+                and isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+                and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+                and conv.padding_mode == "zeros"
+                and (up.size is not None or all(float(f) == 2.0 for f in _pair(up.scale_factor))))
+
+    def _doubles(self, h, w):
+        if self.up.size is not None:
+            return tuple(_pair(self.up.size)) == (2 * h, 2 * w)
+        return True  # scale_factor 2, checked in applies()
+
+    def forward(self, x):
+        if self._doubles(*x.shape[-2:]):
+            return F.pixel_shuffle(self.phases(x), 2)
+        return self.conv(self.up(x))
+
+
+def _rewrite(seq):
+    """The children of an nn.Sequential with BN folded into the convs, then upsample + conv fused."""
+    folded = []
+    for m in seq:
+        if (isinstance(m, nn.BatchNorm2d) and folded and isinstance(folded[-1], nn.Conv2d)
+                and m.track_running_stats and m.running_var is not None):
+            folded[-1] = _fold_batchnorm(folded[-1], m)
+        else:
+            folded.append(m)
+    out, i = [], 0
+    while i < len(folded):
+        nxt = folded[i + 1] if i + 1 < len(folded) else None
+        if _UpsampleConv.applies(folded[i], nxt):
+            out.append(_UpsampleConv(folded[i], nxt))
+            i += 2
+        else:
+            out.append(folded[i])
+            i += 1
+    return out
+
+
+def _fusable(module):
+    for seq in module.modules():
+        if isinstance(seq, nn.Sequential):
+            mods = list(seq)
+            for m, nxt in zip(mods, mods[1:]):
+                if (isinstance(m, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d)) or _UpsampleConv.applies(m, nxt):
+                    return True
+    return False
+
+
+def for_jvp(decode):
+    """`decode` computing the same function, rewritten for fast forward-mode AD in eval mode.
+
+    In every nn.Sequential of the decoder's module: Conv2d + BatchNorm2d (running statistics, i.e.
+    eval mode) become one Conv2d, and nearest 2x Upsample + 3x3 conv become one conv on the
+    small map + pixel_shuffle (`_UpsampleConv`). On the default spatial decoder this makes the
+    pull-back metrics ~2.5x faster (benchmarks/bench_riemann.py); outputs agree to float32
+    rounding (tests/test_riemann.py). Works on a deep copy; returns `decode` itself when there is
+    nothing to rewrite or no module behind it. Only for eval-mode use: BatchNorm is folded with
+    its running statistics."""
+    module = _owner_module(decode)
+    if module is None or not _fusable(module):
+        return decode
+    fused = copy.deepcopy(module).eval()
+    for seq in list(fused.modules()):
+        if isinstance(seq, nn.Sequential):
+            new = _rewrite(seq)
+            for name in list(seq._modules):
+                del seq._modules[name]
+            for j, m in enumerate(new):
+                seq.add_module(str(j), m)
+    return fused if decode is module else types.MethodType(decode.__func__, fused)
+
+
 _JT = {"vmap_jvp": _jt_vmap_jvp, "fold_jvp": _jt_fold_jvp, "vmap_jacfwd": _jt_vmap_jacfwd}
 METHODS = tuple(_JT)
 
 
-def cell_metrics(decode, Z, cells, *, batch_size=256, device=None, dtype=torch.float32,
-                 method="vmap_jvp", channels_last=True) -> np.ndarray:
+def cell_metrics(decode, Z, cells, *, batch_size=128, device=None, dtype=torch.float32,
+                 method="vmap_jvp", channels_last=True, fuse=True) -> np.ndarray:
     """Pull-back metric G = JᵀJ (M, C, C) float32 of each cell in `cells`.
 
     decode: module (or bound method of one, or plain callable) mapping (B, C, H, W) latent
@@ -144,17 +267,20 @@ def cell_metrics(decode, Z, cells, *, batch_size=256, device=None, dtype=torch.f
     J (P, C) is the Jacobian of the flattened decoded image of image n with respect to
     Z[n, :, h, w], the other cells of the image held fixed; forward-mode AD, exact.
     batch_size: cells per chunk; activation memory ~ batch_size x C x one image's activations.
+    fuse: run the decoder rewritten by `for_jvp` (BatchNorm folded, upsample + conv fused):
+    the same function, faster; False runs `decode` as given.
 
-    method (all exact). Cells/s from benchmarks/bench_riemann.py on this 2-core CPU
-    (shared with other jobs; paths timed in interleaved rounds, best kept), conv 8x4x4 ->
-    1x28x28 with BN / MLP 16 -> 512 -> 512 -> 784:
-      "vmap_jvp"    default and fastest (301 / 1055): primal once per cell, its C one-hot
-                    tangents vmapped through one jvp, channels_last;
-      "fold_jvp"    (141 / 631) tangents folded into the batch: each image replicated C
+    method (all exact). Cells/s from benchmarks/bench_riemann.py on the idle 2-core development
+    machine (2026-11-30; paths timed in interleaved rounds, best kept), the default run's
+    trained decoders: spatial 8x4x4 -> 1x28x28 (conv + BN, rewritten by for_jvp) / vanilla
+    MLP 16 -> 512 -> 512 -> 784:
+      "vmap_jvp"    default and fastest (4 509 / 7 924; 36 % / 58 % of the fp32 matmul
+                    roofline): primal once per cell, its C one-hot tangents vmapped through
+                    one jvp, channels_last;
+      "fold_jvp"    (2 336 / 3 624) tangents folded into the batch: each image replicated C
                     times through one batched jvp, so the primal is recomputed C times;
-                    without channels_last another 2x slower;
-      "vmap_jacfwd" (139 / 965) vmap over cells of jacfwd: close on the MLP, but
-                    channels_last does not apply inside, which costs it 2x on the conv.
+      "vmap_jacfwd" (3 796 / 7 528) vmap over cells of jacfwd.
+    The spatial decoder as given (fuse=False) runs vmap_jvp at 2 035 cells/s.
     """
     if method not in _JT:
         raise ValueError(f"method={method!r} must be one of {METHODS}")
@@ -162,6 +288,8 @@ def cell_metrics(decode, Z, cells, *, batch_size=256, device=None, dtype=torch.f
     n, h, w = _split_cells(cells, Z)
     C = Z.shape[1]
     device = _resolve_device(decode, device)
+    if fuse:
+        decode = for_jvp(decode)
     out = np.empty((len(n), C, C), dtype=np.float32)
     jt_fn = _JT[method]
     with _evaluating(decode):

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from geovq.riemann import (METHODS, cell_metrics, edge_lengths_from_metrics, edge_lengths_jvp,
+from geovq.riemann import (METHODS, cell_metrics, edge_lengths_from_metrics, edge_lengths_jvp, for_jvp,
                            new_point_lengths)
 
 # torch's forward-mode AD scripts its jvp decompositions on first use (torch-internal)
@@ -155,6 +155,55 @@ def test_eval_mode_used_and_restored(conv):
     z = torch.as_tensor(Z[:2])
     with torch.no_grad():
         assert not torch.allclose(probe.train()(z), probe.eval()(z))
+
+
+def _randomize_bn(module, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(0.2 + torch.rand(m.num_features, generator=g) * 3)
+            m.weight.data.copy_(1 + 0.5 * torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(0.3 * torch.randn(m.num_features, generator=g))
+
+
+@pytest.mark.parametrize("grid,image,channels", [(4, 28, (4, 6, 5)), (7, 28, (4, 6)), (2, 16, (4, 6, 5))])
+def test_for_jvp_is_the_same_decoder(grid, image, channels):
+    """The pipeline's spatial decoder rewritten for forward-mode AD (BN folded, 2x upsample + conv
+    as one conv + pixel_shuffle; 4 -> 7 is not 2x and keeps the original pair): the same images,
+    and metrics equal to reverse-mode Jacobians of the original model."""
+    from geovq.models import SpatialVAE
+
+    torch.manual_seed(grid)
+    vae = SpatialVAE((1, image, image), latent_channels=3, grid=grid, channels=channels)
+    _randomize_bn(vae)
+    vae.train()
+    fast = for_jvp(vae.decode)
+    rewritten = fast.__self__
+    kinds = [type(m).__name__ for m in rewritten.decoder.modules()]
+    assert "BatchNorm2d" not in kinds and "_UpsampleConv" in kinds
+    assert vae.training and any(isinstance(m, nn.BatchNorm2d) for m in vae.modules())  # original untouched
+    vae.eval()
+    Z = torch.randn(6, 3, grid, grid)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(Z), vae.decode(Z), rtol=0, atol=2e-6)
+    cells = np.arange(2 * grid * grid)
+    G_fast = cell_metrics(vae.decode, Z.numpy(), cells, batch_size=5)
+    G_plain = cell_metrics(vae.decode, Z.numpy(), cells, batch_size=5, fuse=False)
+    G_ref = _oracle_metrics(copy.deepcopy(vae).double().decode, Z.numpy(), cells)
+    assert _rel_err(G_fast, G_ref) < 1e-5 and _rel_err(G_plain, G_ref) < 1e-5
+
+
+def test_for_jvp_leaves_other_decoders_alone():
+    vae = MLPVAE()
+    assert for_jvp(vae.decode) == vae.decode  # nothing to rewrite: no copy
+    up3 = nn.Sequential(nn.Upsample(scale_factor=3), nn.Conv2d(2, 2, 3, padding=1))  # not 2x
+    assert for_jvp(up3) is up3
+    up2 = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(2, 3, 3, padding=1), nn.Softplus())
+    fast = for_jvp(up2)
+    x = torch.randn(2, 2, 5, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), up2(x), rtol=0, atol=1e-6)
 
 
 def test_linear_decoder_lengths_exact():
