@@ -97,5 +97,9 @@ def save_vae(path, model, variant, params, *, dataset, image_shape):
 
 def load_vae(path, device="cpu", dataset=None):
     """A VAE from its checkpoint, in eval mode; ``dataset`` if given must match the checkpoint's."""
-    ck = load_checkpoint(path, "vae", dataset)
+    return vae_from(load_checkpoint(path, "vae", dataset), device)
+
+
+def vae_from(ck, device="cpu"):
+    """The VAE of a loaded checkpoint dict (kind "vae"), in eval mode on ``device``."""
     return restore(ck, build_vae(ck["variant"], tuple(ck["image_shape"]), ck["arch"]), device)

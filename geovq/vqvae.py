@@ -252,7 +252,7 @@ def _vqvae_from(ck, device):
 
 def load_decoder(path, device="cpu", dataset=None):
     """The model whose ``decode(z)`` turns a quantizer's code vectors into images: a VAE or a VQ-VAE checkpoint."""
-    from geovq.train import load_vae
+    from geovq.train import vae_from
 
     ck = load_checkpoint(path, ("vae", "vqvae"), dataset)
-    return _vqvae_from(ck, device) if ck["kind"] == "vqvae" else load_vae(path, device, dataset)
+    return _vqvae_from(ck, device) if ck["kind"] == "vqvae" else vae_from(ck, device)

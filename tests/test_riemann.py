@@ -15,6 +15,17 @@ from geovq.riemann import (METHODS, cell_metrics, edge_lengths_from_metrics, edg
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
 
 
+def _randomize_bn(module, seed):
+    """BN running stats and affine far from (0, 1), so that eval vs train mode and folding show."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(0.2 + torch.rand(m.num_features, generator=g) * 3)
+            m.weight.data.copy_(1 + 0.5 * torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(0.3 * torch.randn(m.num_features, generator=g))
+
+
 class ConvDecoder(nn.Module):
     """Small spatial decoder with BatchNorm: (B, 3, 3, 3) grid -> (B, 1, 12, 12) mean."""
 
@@ -24,13 +35,7 @@ class ConvDecoder(nn.Module):
             nn.Conv2d(c, 6, 1), nn.Upsample(size=(6, 6)), nn.Conv2d(6, 5, 3, padding=1), nn.BatchNorm2d(5),
             nn.ReLU(), nn.Upsample(size=(12, 12)), nn.Conv2d(5, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Tanh(),
             nn.Conv2d(4, 1, 3, padding=1), nn.Sigmoid())
-        g = torch.Generator().manual_seed(1)
-        for m in self.modules():  # running stats far from (0, 1) so that eval vs train mode shows
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(0.2 + torch.rand(m.num_features, generator=g) * 3)
-                m.weight.data.copy_(1 + 0.5 * torch.randn(m.num_features, generator=g))
-                m.bias.data.copy_(0.3 * torch.randn(m.num_features, generator=g))
+        _randomize_bn(self, seed=1)
 
     def forward(self, z):
         return self.net(z)
@@ -157,16 +162,6 @@ def test_eval_mode_used_and_restored(conv):
         assert not torch.allclose(probe.train()(z), probe.eval()(z))
 
 
-def _randomize_bn(module, seed=3):
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-            m.running_var.copy_(0.2 + torch.rand(m.num_features, generator=g) * 3)
-            m.weight.data.copy_(1 + 0.5 * torch.randn(m.num_features, generator=g))
-            m.bias.data.copy_(0.3 * torch.randn(m.num_features, generator=g))
-
-
 @pytest.mark.parametrize("grid,image,channels", [(4, 28, (4, 6, 5)), (7, 28, (4, 6)), (2, 16, (4, 6, 5))])
 def test_for_jvp_is_the_same_decoder(grid, image, channels):
     """The pipeline's spatial decoder rewritten for forward-mode AD (BN folded, 2x upsample + conv
@@ -176,7 +171,7 @@ def test_for_jvp_is_the_same_decoder(grid, image, channels):
 
     torch.manual_seed(grid)
     vae = SpatialVAE((1, image, image), latent_channels=3, grid=grid, channels=channels)
-    _randomize_bn(vae)
+    _randomize_bn(vae, seed=3)
     vae.train()
     fast = for_jvp(vae.decode)
     rewritten = fast.__self__
