@@ -233,7 +233,7 @@ def for_jvp(decode):
     In every nn.Sequential of the decoder's module: Conv2d + BatchNorm2d (running statistics, i.e.
     eval mode) become one Conv2d, and nearest 2x Upsample + 3x3 conv become one conv on the
     small map + pixel_shuffle (`_UpsampleConv`). On the default spatial decoder this makes the
-    pull-back metrics ~2.5x faster (benchmarks/bench_riemann.py); outputs agree to float32
+    pull-back metrics 2.2x faster (benchmarks/bench_riemann.py); outputs agree to float32
     rounding (tests/test_riemann.py). Works on a deep copy; returns `decode` itself when there is
     nothing to rewrite or no module behind it. Only for eval-mode use: BatchNorm is folded with
     its running statistics."""
