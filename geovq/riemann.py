@@ -3,34 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import copy
-import types
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.func import jacfwd, jvp, vmap
+
+from geovq.jvp import Linearized, Unsupported, for_jvp, owner_module
 
 # Same rule as geovq.graph.knn_graph: lengths below LENGTH_FLOOR x (median positive
 # length) are raised to it, because scipy.sparse.csgraph treats a stored zero as "no
 # edge" in some routines and as a zero-length edge in others.
 LENGTH_FLOOR = 1e-12
 
-def _owner_module(decode):
-    """The nn.Module whose train/eval mode governs `decode` (itself, or a bound method's owner)."""
-    if isinstance(decode, torch.nn.Module):
-        return decode
-    owner = getattr(decode, "__self__", None)
-    return owner if isinstance(owner, torch.nn.Module) else None
-
-
 @contextlib.contextmanager
 def _evaluating(decode):
     """Eval mode and no parameter grads for the call; every submodule's own mode is restored
     afterwards (a plain .train(was) would overwrite submodules deliberately kept in eval)."""
-    module = _owner_module(decode)
+    module = owner_module(decode)
     modes = [(m, m.training) for m in module.modules()] if module is not None else []
     if module is not None:
         module.eval()
@@ -47,7 +37,7 @@ def _evaluating(decode):
 def _resolve_device(decode, device):
     if device is not None:
         return torch.device(device)
-    module = _owner_module(decode)
+    module = owner_module(decode)
     if module is not None:
         for t in module.parameters():
             return t.device
@@ -83,6 +73,23 @@ def _split_cells(cells, Z, name="cells"):
 
 def _layout(t, channels_last):
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+def _jt_stacked(lin, z, h, w, channels_last):
+    """Jᵀ (B, C, P): one pass of the decoder over the stack [z; C blocks of one-hot tangents]
+    (geovq.jvp.Linearized; `lin` is the Linearized decoder)."""
+    B, C, H, W = z.shape
+    x = z.new_zeros(1 + C, B, H, W, C)  # built channels_last: (blocks x B, H, W, C) in memory
+    x[0] = z.permute(0, 2, 3, 1)
+    c = torch.arange(C, device=z.device)[:, None]
+    b = torch.arange(B, device=z.device)[None, :]
+    x[1 + c, b, h[None], w[None], c] = 1
+    x = x.view((1 + C) * B, H, W, C).permute(0, 3, 1, 2)
+    # JᵀJ is a sum over output pixels: their order may differ from the image's
+    out = lin(x if channels_last else x.contiguous(), 1 + C, pixel_order=False)
+    if out.ndim == 4 and out.is_contiguous(memory_format=torch.channels_last):
+        out = out.permute(0, 2, 3, 1)  # a view: its elements in memory order
+    return out.reshape(1 + C, B, -1)[1:].transpose(0, 1)
 
 
 def _jt_vmap_jvp(decode, z, h, w, channels_last):
@@ -132,131 +139,12 @@ def _jt_vmap_jacfwd(decode, z, h, w, channels_last):
     return J.transpose(1, 2)
 
 
-# --- the same decoder, rewritten for forward-mode AD ------------------------------------------
-
-def _fold_batchnorm(conv, bn):
-    """Conv2d followed by an eval-mode BatchNorm2d as one Conv2d (the same affine map)."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight
-    fused = copy.deepcopy(conv)
-    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-    shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.weight = nn.Parameter(conv.weight * scale[:, None, None, None], requires_grad=False)
-    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
-    return fused
-
-
-def _pair(v):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-
-
-class _UpsampleConv(nn.Module):
-    """conv3x3(nearest-upsample-2x(x)) computed as one 3x3 conv on the small map with 4x the
-    output channels, then pixel_shuffle: output pixel (2i + a, 2j + b) sees low-resolution rows
-    {i-1: w0, i: w1 + w2} for a = 0 and {i: w0 + w1, i + 1: w2} for a = 1 (columns alike), so the
-    same numbers come out without materializing the upsampled map, and the convolution runs on
-    a quarter of the pixels with 4x the channels (the same FLOPs, a better GEMM shape). Falls
-    back to the original pair when the upsample is not exactly 2x for the input at hand."""
-
-    TAPS = {0: ((0, (0,)), (1, (1, 2))), 1: ((1, (0, 1)), (2, (2,)))}
-
-    def __init__(self, up, conv):
-        super().__init__()
-        self.up, self.conv = up, conv
-        W = conv.weight.detach()
-        O, I = W.shape[:2]
-        K = W.new_zeros(O, 2, 2, I, 3, 3)
-        for a, rows in self.TAPS.items():
-            for b, cols in self.TAPS.items():
-                for r, rs in rows:
-                    for c, cs in cols:
-                        K[:, a, b, :, r, c] = W[:, :, list(rs)][:, :, :, list(cs)].sum((2, 3))
-        self.phases = nn.Conv2d(I, 4 * O, 3, padding=1, bias=conv.bias is not None).to(W)
-        self.phases.weight = nn.Parameter(K.reshape(4 * O, I, 3, 3), requires_grad=False)
-        if conv.bias is not None:
-            self.phases.bias = nn.Parameter(conv.bias.detach().repeat_interleave(4), requires_grad=False)
-
-    @staticmethod
-    def applies(up, conv):
-        return (isinstance(up, nn.Upsample) and up.mode in ("nearest", "nearest-exact")
-                and isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-                and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-                and conv.padding_mode == "zeros"
-                and (up.size is not None or all(float(f) == 2.0 for f in _pair(up.scale_factor))))
-
-    def _doubles(self, h, w):
-        if self.up.size is not None:
-            return tuple(_pair(self.up.size)) == (2 * h, 2 * w)
-        return True  # scale_factor 2, checked in applies()
-
-    def forward(self, x):
-        if self._doubles(*x.shape[-2:]):
-            return F.pixel_shuffle(self.phases(x), 2)
-        return self.conv(self.up(x))
-
-
-def _rewrite(seq):
-    """The children of an nn.Sequential with BN folded into the convs, then upsample + conv fused."""
-    folded = []
-    for m in seq:
-        if (isinstance(m, nn.BatchNorm2d) and folded and isinstance(folded[-1], nn.Conv2d)
-                and m.track_running_stats and m.running_var is not None):
-            folded[-1] = _fold_batchnorm(folded[-1], m)
-        else:
-            folded.append(m)
-    out, i = [], 0
-    while i < len(folded):
-        nxt = folded[i + 1] if i + 1 < len(folded) else None
-        if _UpsampleConv.applies(folded[i], nxt):
-            out.append(_UpsampleConv(folded[i], nxt))
-            i += 2
-        else:
-            out.append(folded[i])
-            i += 1
-    return out
-
-
-def _fusable(module):
-    for seq in module.modules():
-        if isinstance(seq, nn.Sequential):
-            mods = list(seq)
-            for m, nxt in zip(mods, mods[1:]):
-                if (isinstance(m, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d)) or _UpsampleConv.applies(m, nxt):
-                    return True
-    return False
-
-
-def for_jvp(decode):
-    """`decode` computing the same function, rewritten for fast forward-mode AD in eval mode.
-
-    In every nn.Sequential of the decoder's module: Conv2d + BatchNorm2d (running statistics, i.e.
-    eval mode) become one Conv2d, and nearest 2x Upsample + 3x3 conv become one conv on the
-    small map + pixel_shuffle (`_UpsampleConv`). On the default spatial decoder this makes the
-    pull-back metrics 2.2x faster (benchmarks/bench_riemann.py); outputs agree to float32
-    rounding (tests/test_riemann.py). Works on a deep copy; returns `decode` itself when there is
-    nothing to rewrite or no module behind it. Only for eval-mode use: BatchNorm is folded with
-    its running statistics."""
-    module = _owner_module(decode)
-    if module is None or not _fusable(module):
-        return decode
-    fused = copy.deepcopy(module).eval()
-    for seq in list(fused.modules()):
-        if isinstance(seq, nn.Sequential):
-            new = _rewrite(seq)
-            for name in list(seq._modules):
-                del seq._modules[name]
-            for j, m in enumerate(new):
-                seq.add_module(str(j), m)
-    return fused if decode is module else types.MethodType(decode.__func__, fused)
-
-
-_JT = {"vmap_jvp": _jt_vmap_jvp, "fold_jvp": _jt_fold_jvp, "vmap_jacfwd": _jt_vmap_jacfwd}
+_JT = {"stacked": _jt_stacked, "vmap_jvp": _jt_vmap_jvp, "fold_jvp": _jt_fold_jvp, "vmap_jacfwd": _jt_vmap_jacfwd}
 METHODS = tuple(_JT)
 
 
 def cell_metrics(decode, Z, cells, *, batch_size=128, device=None, dtype=torch.float32,
-                 method="vmap_jvp", channels_last=True, fuse=True) -> np.ndarray:
+                 method="auto", channels_last=True, fuse=True) -> np.ndarray:
     """Pull-back metric G = JᵀJ (M, C, C) float32 of each cell in `cells`.
 
     decode: module (or bound method of one, or plain callable) mapping (B, C, H, W) latent
@@ -271,34 +159,53 @@ def cell_metrics(decode, Z, cells, *, batch_size=128, device=None, dtype=torch.f
     the same function, faster; False runs `decode` as given.
 
     method (all exact). Cells/s from benchmarks/bench_riemann.py on the idle 2-core development
-    machine (2026-11-30; paths timed in interleaved rounds, best kept), the default run's
-    trained decoders: spatial 8x4x4 -> 1x28x28 (conv + BN, rewritten by for_jvp) / vanilla
-    MLP 16 -> 512 -> 512 -> 784:
-      "vmap_jvp"    default and fastest (4 509 / 7 924; 36 % / 58 % of the fp32 matmul
-                    roofline): primal once per cell, its C one-hot tangents vmapped through
-                    one jvp, channels_last;
-      "fold_jvp"    (2 336 / 3 624) tangents folded into the batch: each image replicated C
+    machine (2026-11-30; 2 048 cells per call, paths timed in interleaved rounds, best kept), the
+    default run's trained decoders: spatial 8x4x4 -> 1x28x28 (conv + BN, rewritten by for_jvp) /
+    vanilla MLP 16 -> 512 -> 512 -> 784:
+      "auto"        default: "stacked" where the decoder has rules there, else "vmap_jvp";
+      "stacked"     fastest (7 039 / 10 218; 59 % / 73 % of the fp32 matmul roofline): one
+                    plain pass over the stack [z; C blocks of one-hot tangents]
+                    (geovq.jvp.Linearized), each layer one large call; refuses (Unsupported)
+                    decoders outside its rules;
+      "vmap_jvp"    (5 199 / 7 649) torch.func: primal once per cell, its C one-hot tangents
+                    vmapped through one jvp, channels_last; any decoder torch.func handles;
+      "fold_jvp"    (2 458 / 3 497) tangents folded into the batch: each image replicated C
                     times through one batched jvp, so the primal is recomputed C times;
-      "vmap_jacfwd" (3 796 / 7 528) vmap over cells of jacfwd.
-    The spatial decoder as given (fuse=False) runs vmap_jvp at 2 035 cells/s.
+      "vmap_jacfwd" (4 298 / 7 144) vmap over cells of jacfwd.
+    The spatial decoder as given (fuse=False): stacked 3 076, vmap_jvp 2 315 cells/s.
     """
-    if method not in _JT:
-        raise ValueError(f"method={method!r} must be one of {METHODS}")
+    if method not in _JT and method != "auto":
+        raise ValueError(f"method={method!r} must be 'auto' or one of {METHODS}")
     Z = _check_grid(Z)
     n, h, w = _split_cells(cells, Z)
     C = Z.shape[1]
     device = _resolve_device(decode, device)
     if fuse:
         decode = for_jvp(decode)
+    auto = method == "auto"
     out = np.empty((len(n), C, C), dtype=np.float32)
-    jt_fn = _JT[method]
     with _evaluating(decode):
+        target = decode
+        if method in ("auto", "stacked"):
+            try:  # traced in eval mode: torch.fx records the Python branches taken
+                target, method = Linearized(decode), "stacked"
+            except Unsupported:
+                if not auto:
+                    raise
+                method = "vmap_jvp"
+        jt_fn = _JT[method]
         for s in range(0, len(n), batch_size):
             sl = slice(s, s + batch_size)
             z = Z[torch.as_tensor(n[sl], device=Z.device)].to(device=device, dtype=dtype)
             hh = torch.as_tensor(h[sl], device=device)
             ww = torch.as_tensor(w[sl], device=device)
-            jt = jt_fn(decode, z, hh, ww, channels_last)
+            try:
+                jt = jt_fn(target, z, hh, ww, channels_last)
+            except Unsupported:  # found only when run (e.g. a reshape across the batch)
+                if not (auto and s == 0):
+                    raise
+                jt_fn, target = _JT["vmap_jvp"], decode
+                jt = jt_fn(target, z, hh, ww, channels_last)
             G = jt @ jt.transpose(1, 2)
             # bmm does not guarantee a bitwise-symmetric A Aᵀ
             out[sl] = (0.5 * (G + G.transpose(1, 2))).float().cpu().numpy()

@@ -8,8 +8,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from geovq.riemann import (METHODS, cell_metrics, edge_lengths_from_metrics, edge_lengths_jvp, for_jvp,
-                           new_point_lengths)
+from geovq.jvp import for_jvp
+from geovq.riemann import METHODS, cell_metrics, edge_lengths_from_metrics, edge_lengths_jvp, new_point_lengths
 
 # torch's forward-mode AD scripts its jvp decompositions on first use (torch-internal)
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")

@@ -1,0 +1,503 @@
+"""The decoder made fast for Jacobian-vector products: rewritten for them (`for_jvp`), and
+evaluated with the primal and all its tangents stacked into one batch (`Linearized`)."""
+
+from __future__ import annotations
+
+import copy
+import operator
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+
+def owner_module(decode):
+    """The nn.Module whose train/eval mode governs `decode` (itself, or a bound method's owner)."""
+    if isinstance(decode, torch.nn.Module):
+        return decode
+    owner = getattr(decode, "__self__", None)
+    return owner if isinstance(owner, torch.nn.Module) else None
+
+
+# --- the same decoder, rewritten for forward-mode AD ------------------------------------------
+
+def _fold_batchnorm(conv, bn):
+    """Conv2d followed by an eval-mode BatchNorm2d as one Conv2d (the same affine map)."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    fused = copy.deepcopy(conv)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.weight = nn.Parameter(conv.weight * scale[:, None, None, None], requires_grad=False)
+    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
+    return fused
+
+
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+class _UpsampleConv(nn.Module):
+    """conv3x3(nearest-upsample-2x(x)) computed as one 3x3 conv on the small map with 4x the
+    output channels, then a pixel shuffle: output pixel (2i + a, 2j + b) sees low-resolution rows
+    {i-1: w0, i: w1 + w2} for a = 0 and {i: w0 + w1, i + 1: w2} for a = 1 (columns alike), so the
+    same numbers come out without materializing the upsampled map, and the convolution runs on
+    a quarter of the pixels with 4x the channels (the same FLOPs, a better GEMM shape). The conv's
+    channels are phase-major, (a, b, o), so that in channels_last memory the shuffle moves runs
+    of O contiguous floats (`shuffle`; F.pixel_shuffle's (o, a, b) order took 2-4x longer). Falls
+    back to the original pair when the upsample is not exactly 2x for the input at hand."""
+
+    TAPS = {0: ((0, (0,)), (1, (1, 2))), 1: ((1, (0, 1)), (2, (2,)))}
+
+    def __init__(self, up, conv):
+        super().__init__()
+        self.up, self.conv = up, conv
+        W = conv.weight.detach()
+        O, I = W.shape[:2]
+        K = W.new_zeros(2, 2, O, I, 3, 3)
+        for a, rows in self.TAPS.items():
+            for b, cols in self.TAPS.items():
+                for r, rs in rows:
+                    for c, cs in cols:
+                        K[a, b, :, :, r, c] = W[:, :, list(rs)][:, :, :, list(cs)].sum((2, 3))
+        self.phases = nn.Conv2d(I, 4 * O, 3, padding=1, bias=conv.bias is not None).to(W)
+        self.phases.weight = nn.Parameter(K.reshape(4 * O, I, 3, 3), requires_grad=False)
+        if conv.bias is not None:
+            self.phases.bias = nn.Parameter(conv.bias.detach().repeat(4), requires_grad=False)
+
+    @staticmethod
+    def applies(up, conv):
+        return (isinstance(up, nn.Upsample) and up.mode in ("nearest", "nearest-exact")
+                and isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+                and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+                and conv.padding_mode == "zeros"
+                and (up.size is not None or all(float(f) == 2.0 for f in _pair(up.scale_factor))))
+
+    def doubles(self, h, w):
+        """Whether the upsample doubles an (h, w) input (else the original pair runs)."""
+        if self.up.size is not None:
+            return tuple(_pair(self.up.size)) == (2 * h, 2 * w)
+        return True  # scale_factor 2, checked in applies()
+
+    @staticmethod
+    def shuffle(y, r=2):
+        """(N, r²O, h, w) with channels (a, b, o) -> (N, O, rh, rw), pixel (ri + a, rj + b) from
+        phase (a, b); the result is channels_last in memory."""
+        N, C, h, w = y.shape
+        t = y.permute(0, 2, 3, 1).reshape(N, h, w, r, r, C // (r * r))
+        return t.permute(0, 1, 3, 2, 4, 5).reshape(N, r * h, r * w, C // (r * r)).permute(0, 3, 1, 2)
+
+    def phase_conv(self, r):
+        """(weight, bias) of the 3x3 conv on the coarse grid that maps an input held as r x r
+        phases, (N, r²I, h, w) standing for (N, I, rh, rw), to this module's output held as
+        2r x 2r phases, (N, 4r²O, h, w). Fine output row 2r·i + p reads upsampled rows p + d,
+        d in {-1, 0, 1}, i.e. input rows f = floor((p + d) / 2) of the r-fold map: coarse row
+        i + floor(f / r), phase f mod r (columns alike). r = 1 is `phases`."""
+        key = f"_phase_conv_{r}"
+        if key not in self.__dict__:
+            W = self.conv.weight.detach()
+            O, I = W.shape[:2]
+            R = 2 * r
+            K = W.new_zeros(R, R, O, r, r, I, 3, 3)
+            for pa in range(R):
+                for pb in range(R):
+                    for dy in (-1, 0, 1):
+                        fa = (pa + dy) // 2
+                        for dx in (-1, 0, 1):
+                            fb = (pb + dx) // 2
+                            K[pa, pb, :, fa % r, fb % r, :, fa // r + 1, fb // r + 1] += W[:, :, dy + 1, dx + 1]
+            bias = self.conv.bias.detach().repeat(R * R) if self.conv.bias is not None else None
+            self.__dict__[key] = (K.reshape(R * R * O, r * r * I, 3, 3), bias)
+        return self.__dict__[key]
+
+    def forward(self, x):
+        if self.doubles(*x.shape[-2:]):
+            return self.shuffle(self.phases(x))
+        return self.conv(self.up(x))
+
+
+def _rewrite(seq):
+    """The children of an nn.Sequential with BN folded into the convs, then upsample + conv fused."""
+    folded = []
+    for m in seq:
+        if (isinstance(m, nn.BatchNorm2d) and folded and isinstance(folded[-1], nn.Conv2d)
+                and m.track_running_stats and m.running_var is not None):
+            folded[-1] = _fold_batchnorm(folded[-1], m)
+        else:
+            folded.append(m)
+    out, i = [], 0
+    while i < len(folded):
+        nxt = folded[i + 1] if i + 1 < len(folded) else None
+        if _UpsampleConv.applies(folded[i], nxt):
+            out.append(_UpsampleConv(folded[i], nxt))
+            i += 2
+        else:
+            out.append(folded[i])
+            i += 1
+    return out
+
+
+def _fusable(module):
+    for seq in module.modules():
+        if isinstance(seq, nn.Sequential):
+            mods = list(seq)
+            for m, nxt in zip(mods, mods[1:]):
+                if (isinstance(m, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d)) or _UpsampleConv.applies(m, nxt):
+                    return True
+    return False
+
+
+def for_jvp(decode):
+    """`decode` computing the same function, rewritten for fast forward-mode AD in eval mode.
+
+    In every nn.Sequential of the decoder's module: Conv2d + BatchNorm2d (running statistics, i.e.
+    eval mode) become one Conv2d, and nearest 2x Upsample + 3x3 conv become one conv on the
+    small map + a pixel shuffle (`_UpsampleConv`). Outputs agree to float32 rounding
+    (tests/test_riemann.py, tests/test_jvp.py). Works on a deep copy; returns `decode` itself when
+    there is nothing to rewrite or no module behind it. Only for eval-mode use: BatchNorm is
+    folded with its running statistics. Speed-ups in geovq.riemann.cell_metrics."""
+    module = owner_module(decode)
+    if module is None or not _fusable(module):
+        return decode
+    fused = copy.deepcopy(module).eval()
+    for seq in list(fused.modules()):
+        if isinstance(seq, nn.Sequential):
+            new = _rewrite(seq)
+            for name in list(seq._modules):
+                del seq._modules[name]
+            for j, m in enumerate(new):
+                seq.add_module(str(j), m)
+    return fused if decode is module else types.MethodType(decode.__func__, fused)
+
+
+# --- primal and tangents as one batch ----------------------------------------------------------
+#
+# A feed-forward decoder made of affine maps (Linear, Conv2d, eval BatchNorm), linear reshapes
+# and resamplings, and pointwise nonlinearities has a simple forward mode: stack the primal
+# batch and its tangents along dim 0 into blocks [z; t_1; ...; t_T] and run every linear map
+# on the whole stack (the bias only on the primal block), every pointwise f as f on the primal
+# block and multiplication by f'(primal) on the tangent blocks. Each layer is then one
+# large call - the cost of a plain forward pass over (1 + T) x B inputs - where torch.func's
+# forward-mode AD runs separate primal and tangent calls and, for a convolution, an extra
+# convolution with a zero weight tangent and an add. Anything else is refused (`Unsupported`),
+# never approximated: cell_metrics then falls back to torch.func.
+
+
+class Unsupported(ValueError):
+    """The decoder does something Linearized has no rule for."""
+
+
+def _relu(p):
+    return None, (p > 0).to(p.dtype)
+
+
+def _leaky(slope):
+    return lambda p: (None, torch.where(p > 0, 1.0, slope).to(p.dtype))
+
+
+def _sigmoid(p):
+    s = torch.sigmoid(p)
+    return s, s * (1 - s)
+
+
+def _tanh(p):
+    t = torch.tanh(p)
+    return t, 1 - t * t
+
+
+def _softplus(beta, threshold):
+    def rule(p):
+        bp = beta * p
+        return F.softplus(p, beta, threshold), torch.where(bp > threshold, 1.0, torch.sigmoid(bp)).to(p.dtype)
+    return rule
+
+
+# pointwise f: rule(primal) -> (f(primal), f'(primal)); f(primal) None when f is positively
+# homogeneous (f(p) = f'(p) p), so one multiplication serves every block
+_POINTWISE_FUNCTIONS = {torch.relu: _relu, F.relu: _relu, torch.sigmoid: _sigmoid, F.sigmoid: _sigmoid,
+                        torch.tanh: _tanh, F.tanh: _tanh}
+_POINTWISE_METHODS = {"relu": _relu, "sigmoid": _sigmoid, "tanh": _tanh}
+# linear maps that act on each batch element alike: applied to the whole stack as they are
+_LINEAR_MODULES = (nn.Upsample, nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.PixelShuffle,
+                   nn.ZeroPad2d)
+_LINEAR_FUNCTIONS = {torch.flatten, torch.reshape, F.interpolate, F.pixel_shuffle}
+_LINEAR_METHODS = {"view", "reshape", "flatten", "unflatten", "contiguous", "permute"}
+# shape queries on a stacked tensor: evaluated as they are (the batch size they see is the stack's)
+_SHAPE_ACCESS = {"shape", "dtype", "device", "ndim"}
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m, qualname):
+        return isinstance(m, _UpsampleConv) or super().is_leaf_module(m, qualname)
+
+
+class _Root(nn.Module):
+    """A bound `decode` method as a module's forward, so torch.fx can trace it."""
+
+    def __init__(self, owner, fn):
+        super().__init__()
+        self.owner, self.fn = owner, fn
+
+    def forward(self, z):
+        return self.fn(z)
+
+
+def _add_bias(y, bias, blocks):
+    if bias is not None:
+        y[: y.shape[0] // blocks] += bias.view(-1, *([1] * (y.ndim - 2)))
+    return y
+
+
+def _affine(m, x, blocks):
+    """Linear / Conv / eval BatchNorm on a stack: the linear part on every block, the offset on
+    the primal block only. None for other modules."""
+    if type(m) is nn.Linear:
+        return _add_bias(F.linear(x, m.weight), m.bias, blocks)
+    if type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+        return _add_bias(m._conv_forward(x, m.weight, None), m.bias, blocks)
+    if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training and m.running_var is not None:
+        scale = torch.rsqrt(m.running_var + m.eps)
+        if m.weight is not None:
+            scale = scale * m.weight
+        shift = -m.running_mean * scale + (m.bias if m.bias is not None else 0)
+        return _add_bias(x * scale.view(-1, *([1] * (x.ndim - 2))), shift, blocks)
+    return None
+
+
+class _Phased:
+    """A stacked map held as r x r phases on its coarse grid: t (N, r²O, h, w) stands for
+    (N, O, rh, rw) (`_UpsampleConv.shuffle(t, r)`). Pointwise rules apply to it as it is."""
+
+    __slots__ = ("t", "r")
+
+    def __init__(self, t, r):
+        self.t, self.r = t, r
+
+    def full(self):
+        return _UpsampleConv.shuffle(self.t, self.r)
+
+
+# An _UpsampleConv whose input is held as 2 x 2 phases runs as one conv on the coarse grid
+# (4x its FLOPs) when its phase conv would have at most this many output channels: such a
+# narrow conv on the fine map ran at 50-65 GFLOP/s here (16 -> 4 channels, 14 x 14) against
+# ~330 for the wide coarse one, which also spares shuffling the large input map.
+_NARROW = 16
+
+
+def _upsample_conv(m, x, blocks):
+    """An _UpsampleConv on a stack; its output held as phases (_Phased) where it doubles."""
+    if isinstance(x, _Phased):
+        h, w = x.t.shape[-2:]
+        if x.r == 2 and 4 * m.conv.out_channels <= _NARROW and m.doubles(2 * h, 2 * w):
+            W, b = m.phase_conv(2)
+            return _Phased(_add_bias(F.conv2d(x.t, W, None, padding=1), b, blocks), 4)
+        x = x.full()
+    if m.doubles(*x.shape[-2:]):
+        return _Phased(_affine(m.phases, x, blocks), 2)
+    return _affine(m.conv, m.up(x), blocks)
+
+
+def _pointwise(rule, y, blocks, in_place):
+    if isinstance(y, _Phased):  # pointwise maps commute with the phase layout
+        return _Phased(_pointwise(rule, y.t, blocks, in_place), y.r)
+    B = y.shape[0] // blocks
+    primal = y[:B]
+    f, df = rule(primal)
+    if in_place:
+        out = y.unflatten(0, (blocks, B)).mul_(df)
+    else:
+        out = y.unflatten(0, (blocks, B)) * df
+    if f is not None:
+        out[0] = f
+    return out.flatten(0, 1)
+
+
+def _module_rule(m):
+    if isinstance(m, nn.ReLU):
+        return _relu
+    if isinstance(m, nn.LeakyReLU):
+        return _leaky(m.negative_slope)
+    if isinstance(m, nn.Sigmoid):
+        return _sigmoid
+    if isinstance(m, nn.Tanh):
+        return _tanh
+    if isinstance(m, nn.Softplus):
+        return _softplus(m.beta, m.threshold)
+    return None
+
+
+class Linearized:
+    """`decode` traced once by torch.fx; `self(x, blocks)` evaluates it on a stack of `blocks`
+    equal-sized blocks along dim 0, the first the primal inputs z, the others tangents t, and
+    returns the stack [decode(z); J(z) t_1; ...]. Exact (the same operations as a forward pass).
+    Raises Unsupported, naming the operation, for a decoder outside the rules above: when it is
+    built (an operation without a rule; data-dependent control flow, which torch.fx cannot
+    trace), or when run, for what shows only on real tensors (a reshape across the batch
+    dimension, indexing a tensor, a product of two input-dependent tensors). Eval mode only:
+    BatchNorm uses its running statistics, Dropout is the identity; trace it in eval mode, as
+    torch.fx records the Python branches taken.
+    """
+
+    def __init__(self, decode):
+        module = owner_module(decode)
+        if module is None:
+            raise Unsupported("decode has no nn.Module behind it")
+        root = module if decode is module else _Root(module, decode)
+        try:
+            self.graph = _Tracer().trace(root)
+        except Exception as e:  # torch.fx raises assorted types for untraceable code
+            raise Unsupported(f"torch.fx cannot trace the decoder: {type(e).__name__}: {e}") from e
+        self.root = root
+        placeholders = [n for n in self.graph.nodes if n.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise Unsupported(f"decode takes {len(placeholders)} inputs, expected one")
+        for node in self.graph.nodes:
+            self._check(node)
+
+    def _check(self, node):
+        if node.op == "call_module":
+            m = self.root.get_submodule(node.target)
+            ok = (isinstance(m, _LINEAR_MODULES) or _module_rule(m) is not None
+                  or isinstance(m, _UpsampleConv) or type(m) in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+                  or (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None))
+            if isinstance(m, (nn.Flatten, nn.Unflatten)) and getattr(m, "start_dim", getattr(m, "dim", 1)) == 0:
+                ok = False
+        elif node.op == "call_function":
+            ok = (node.target in _POINTWISE_FUNCTIONS or node.target in _LINEAR_FUNCTIONS
+                  or node.target in (F.leaky_relu, F.softplus, operator.add, operator.mul, operator.truediv,
+                                     operator.getitem, torch.add)
+                  or (node.target is getattr and node.args[1] in _SHAPE_ACCESS))
+        elif node.op == "call_method":
+            ok = node.target in _POINTWISE_METHODS or node.target in _LINEAR_METHODS or node.target in ("size", "dim")
+        else:
+            ok = node.op in ("placeholder", "output", "get_attr")
+        if not ok:
+            raise Unsupported(f"no forward-mode rule for {node.op} {node.target}")
+
+    def _phase_aware(self, node):
+        """Nodes that take an input held as phases (_Phased) as it is."""
+        if node.op == "call_module":
+            m = self.root.get_submodule(node.target)
+            return isinstance(m, _UpsampleConv) or _module_rule(m) is not None
+        if node.op == "call_method":
+            return node.target in _POINTWISE_METHODS
+        return node.op == "call_function" and (node.target in _POINTWISE_FUNCTIONS
+                                               or node.target in (F.leaky_relu, F.softplus))
+
+    def __call__(self, x, blocks, pixel_order=True):
+        """pixel_order=False: the output's elements may come permuted within each sample
+        (the same permutation for all), which spares the last shuffle of a phase layout; for
+        quantities invariant under it, such as JᵀJ."""
+        n = x.shape[0]
+        if n % blocks:
+            raise ValueError(f"stack of {n} is not {blocks} equal blocks")
+        # fresh: stacked values in a tensor of their own (not views of another node's), which a
+        # pointwise rule may overwrite when it is their only user
+        env, stacked, fresh = {}, set(), set()
+
+        def full(v):
+            return v.full() if isinstance(v, _Phased) else v
+
+        out = None
+        for node in self.graph.nodes:
+            if node.op == "placeholder":
+                env[node], _ = x, stacked.add(node)
+                continue
+            keep = self._phase_aware(node) or (node.op == "output" and not pixel_order)
+            args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda nd: env[nd] if keep else full(env[nd]))
+            if node.op == "output":
+                if node.args[0] not in stacked:
+                    raise Unsupported("the decoder's output does not depend on its input")
+                out = args[0].t if isinstance(args[0], _Phased) else args[0]
+                break
+            if node.op == "get_attr":
+                env[node] = operator.attrgetter(node.target)(self.root)
+                continue
+            inputs = [a for a in node.all_input_nodes if a in stacked]
+            if not inputs:  # constants and shape arithmetic
+                env[node] = self._plain(node, args, kwargs)
+                continue
+            y = self._stacked(node, args, kwargs, inputs, blocks, fresh)
+            if isinstance(y, (torch.Tensor, _Phased)):
+                m = y.t.shape[0] if isinstance(y, _Phased) else (y.shape[0] if y.ndim else None)
+                if m != n:
+                    raise Unsupported(f"{node.op} {node.target} mixes the batch dimension "
+                                      f"({tuple(x.shape)} -> {tuple(full(y).shape)})")
+                stacked.add(node)
+            env[node] = y
+        return out
+
+    def _plain(self, node, args, kwargs):
+        if node.op == "call_module":
+            return self.root.get_submodule(node.target)(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        return node.target(*args, **kwargs)
+
+    def _stacked(self, node, args, kwargs, inputs, blocks, fresh):
+        in_place = inputs[0] in fresh and len(inputs[0].users) == 1
+        t = node.target
+        if node.op == "call_module":
+            m = self.root.get_submodule(t)
+            if isinstance(m, _UpsampleConv):
+                fresh.add(node)
+                return _upsample_conv(m, args[0], blocks)
+            y = _affine(m, args[0], blocks)
+            rule = _module_rule(m)
+            if y is not None or rule is not None:
+                fresh.add(node)
+                return y if y is not None else _pointwise(rule, args[0], blocks, in_place)
+            if m.training and isinstance(m, nn.Dropout):
+                raise Unsupported(f"{t}: Dropout in training mode")
+            if isinstance(m, (nn.Dropout, nn.Identity)):
+                return args[0]
+            if isinstance(m, _LINEAR_MODULES):
+                return m(*args, **kwargs)
+            raise Unsupported(f"no forward-mode rule for {t} ({type(m).__name__}, training={m.training})")
+        if node.op == "call_method":
+            if t in _POINTWISE_METHODS:
+                fresh.add(node)
+                return _pointwise(_POINTWISE_METHODS[t], args[0], blocks, in_place)
+            if t in ("size", "dim"):
+                return getattr(args[0], t)(*args[1:], **kwargs)
+            if t == "permute":
+                dims = args[1] if len(args) == 2 and isinstance(args[1], (tuple, list)) else args[1:]
+                if dims[0] != 0:
+                    raise Unsupported("permute moves the batch dimension")
+            return getattr(args[0], t)(*args[1:], **kwargs)
+        # call_function
+        if t is getattr or t is operator.getitem:
+            if t is operator.getitem and isinstance(args[0], torch.Tensor):
+                raise Unsupported("indexing a tensor that depends on the input")
+            return t(*args, **kwargs)
+        if t in _POINTWISE_FUNCTIONS or t in (F.leaky_relu, F.softplus):
+            fresh.add(node)
+        if t in _POINTWISE_FUNCTIONS:
+            return _pointwise(_POINTWISE_FUNCTIONS[t], args[0], blocks, in_place)
+        if t is F.leaky_relu:
+            slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
+            return _pointwise(_leaky(slope), args[0], blocks, in_place)
+        if t is F.softplus:
+            beta = args[1] if len(args) > 1 else kwargs.get("beta", 1.0)
+            threshold = args[2] if len(args) > 2 else kwargs.get("threshold", 20.0)
+            return _pointwise(_softplus(beta, threshold), args[0], blocks, in_place)
+        if t in _LINEAR_FUNCTIONS:
+            if t is torch.flatten and (args[1] if len(args) > 1 else kwargs.get("start_dim", 0)) == 0:
+                raise Unsupported("torch.flatten over the batch dimension")
+            return t(*args, **kwargs)
+        a, b = args[0], args[1]
+        if t in (operator.add, torch.add) and not kwargs:
+            if len(inputs) == 2:
+                return a + b  # both stacked: the sum of linearizations
+            y, c = (a, b) if node.args[0] in inputs else (b, a)
+            y = y.clone()
+            y[: y.shape[0] // blocks] += c  # a constant offset: the primal block only
+            return y
+        if t in (operator.mul, operator.truediv) and len(inputs) == 1 and node.args[0] in inputs \
+                and isinstance(b, (int, float)):
+            return t(a, b)
+        if t is operator.mul and len(inputs) == 1 and node.args[1] in inputs and isinstance(a, (int, float)):
+            return a * b
+        raise Unsupported(f"no forward-mode rule for {t} with these arguments")

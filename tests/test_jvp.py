@@ -1,0 +1,198 @@
+"""The stacked forward-mode pass (geovq.jvp.Linearized) against torch.func.jvp, and its refusals."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import jvp
+
+from geovq.jvp import Linearized, Unsupported, _UpsampleConv, for_jvp
+from geovq.models import SpatialVAE, VanillaVAE
+from geovq.riemann import cell_metrics
+from test_riemann import _randomize_bn
+
+# torch's forward-mode AD scripts its jvp decompositions on first use (torch-internal)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+
+
+def _reference(decode, z, tangents):
+    """decode(z) and J t for each tangent by torch.func.jvp, in float64."""
+    outs = [jvp(decode, (z,), (t,)) for t in tangents]
+    return outs[0][0], torch.stack([o[1] for o in outs])
+
+
+def _check_stacked(decode, z, n_tan=3, seed=0, channels_last=False, atol=1e-9):
+    """Linearized(decode) on [z; t_1..t_T] equals torch.func.jvp in float64."""
+    g = torch.Generator().manual_seed(seed)
+    tangents = torch.randn(n_tan, *z.shape, generator=g, dtype=z.dtype)
+    with torch.no_grad():
+        lin = Linearized(decode)
+        x = torch.cat([z[None], tangents]).flatten(0, 1)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = lin(x, 1 + n_tan)
+    f_ref, t_ref = _reference(decode, z, tangents)
+    out = out.unflatten(0, (1 + n_tan, z.shape[0]))
+    torch.testing.assert_close(out[0], f_ref, rtol=0, atol=atol)
+    torch.testing.assert_close(out[1:], t_ref, rtol=0, atol=atol)
+    return lin
+
+
+@pytest.mark.parametrize("grid,image,channels", [(4, 28, (4, 6, 5)), (7, 28, (4, 6)), (2, 16, (4, 6, 5)),
+                                                 (4, 32, (3, 5, 4))])
+@pytest.mark.parametrize("rewritten", [True, False])
+def test_spatial_decoders(grid, image, channels, rewritten):
+    """The pipeline's spatial decoder, as given (BatchNorm, Upsample + conv) and rewritten by
+    for_jvp (folded BN; upsample + conv as phase convs, chained across ReLU where narrow; 4 -> 7
+    is not 2x; 2 -> 4 -> 8 -> 16 chains phases 2 -> 4, then starts over)."""
+    torch.manual_seed(grid + image)
+    vae = SpatialVAE((1, image, image), latent_channels=3, grid=grid, channels=channels).double()
+    _randomize_bn(vae, seed=4)
+    vae.eval()
+    decode = for_jvp(vae.decode) if rewritten else vae.decode
+    z = torch.randn(5, 3, grid, grid, dtype=torch.float64)
+    for channels_last in (False, True):
+        _check_stacked(decode, z, channels_last=channels_last)
+
+
+def test_vanilla_decoder():
+    torch.manual_seed(0)
+    vae = VanillaVAE((1, 6, 5), latent_dim=4, hidden=12).double().eval()
+    _check_stacked(vae.decode, torch.randn(7, 4, 1, 1, dtype=torch.float64))
+
+
+class _Mixed(nn.Module):
+    """Every rule at once: unfolded BN, a residual (a value with two users, so no rule may
+    overwrite it), a constant offset, scalar scaling, pointwise functions and methods, reshapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.lin = nn.Linear(4 * 9, 10)
+        self.offset = nn.Parameter(torch.randn(4, 1, 1))
+        self.act = nn.LeakyReLU(0.2)
+        self.soft = nn.Softplus(beta=2.0, threshold=1.0)
+
+    def forward(self, z):
+        y = self.bn(self.conv(z))
+        y = F.relu(y) + y  # y has two users
+        y = self.act(y + self.offset) * 0.5
+        y = torch.tanh(y).flatten(1)
+        y = self.soft(self.lin(y)).view(z.shape[0], 2, 5)
+        return F.softplus(y, beta=1.5).sigmoid() + 2.0 * y / 3.0
+
+
+def test_all_rules_against_torch_func():
+    torch.manual_seed(1)
+    net = _Mixed().double()
+    _randomize_bn(net, seed=5)
+    net.eval()
+    _check_stacked(net, torch.randn(6, 2, 3, 3, dtype=torch.float64), n_tan=4)
+
+
+@pytest.mark.parametrize("r", [1, 2, 3])
+def test_phase_conv_equals_upsample_then_conv(r):
+    """An input held as r x r phases, through the coarse-grid phase conv, gives this module's
+    output on the full map held as 2r x 2r phases."""
+    torch.manual_seed(r)
+    up, conv = nn.Upsample(scale_factor=2), nn.Conv2d(3, 2, 3, padding=1)
+    m = _UpsampleConv(up, conv).double()
+    full_in = torch.randn(4, 3, 5 * r, 6 * r, dtype=torch.float64)
+    phased_in = full_in.unflatten(2, (5, r)).unflatten(4, (6, r)).permute(0, 3, 5, 1, 2, 4).reshape(4, r * r * 3, 5, 6)
+    assert torch.equal(_UpsampleConv.shuffle(phased_in, r), full_in)
+    W, b = m.phase_conv(r)
+    with torch.no_grad():
+        out = _UpsampleConv.shuffle(F.conv2d(phased_in, W.double(), b.double(), padding=1), 2 * r)
+        torch.testing.assert_close(out, conv(up(full_in)).double(), rtol=0, atol=1e-12)
+
+
+def test_output_in_phase_order_is_a_permutation():
+    """pixel_order=False may leave the output in phase order: per sample the same values."""
+    torch.manual_seed(2)
+    vae = SpatialVAE((1, 28, 28), latent_channels=3, grid=7, channels=(4, 6)).double().eval()
+    decode = for_jvp(vae.decode)
+    z = torch.randn(3, 3, 7, 7, dtype=torch.float64)
+    with torch.no_grad():
+        lin = Linearized(decode)
+        a, b = lin(z, 1), lin(z, 1, pixel_order=False)
+    assert a.shape == (3, 1, 28, 28) and b.shape == (3, 16, 7, 7)  # phases 4 x 4 of a 7 x 7 grid
+    torch.testing.assert_close(a, vae.decode(z), rtol=0, atol=1e-12)
+    assert not torch.equal(a.flatten(1), b.flatten(1))
+    torch.testing.assert_close(a.flatten(1).sort(1).values, b.flatten(1).sort(1).values, rtol=0, atol=0)
+
+
+class _Square(nn.Module):
+    def forward(self, z):
+        return (z * z).flatten(1)
+
+
+class _Branchy(nn.Module):
+    def forward(self, z):
+        return z if z.sum() > 0 else -z
+
+
+class _BatchMixer(nn.Module):
+    def forward(self, z):
+        return torch.sigmoid(z.reshape(-1))
+
+
+@pytest.mark.parametrize("net,when,match", [(_Square(), "run", "mul"), (_Branchy(), "trace", "trace"),
+                                            (_BatchMixer(), "run", "batch")])
+def test_refuses_what_it_has_no_rule_for(net, when, match):
+    """Refused with the operation named, never approximated; cell_metrics's default then uses
+    torch.func and still gets the exact metric, while method='stacked' passes the error on."""
+    z = torch.randn(2, 3, 2, 2, dtype=torch.float64)
+    with pytest.raises(Unsupported, match=match):
+        Linearized(net)(torch.cat([z, z]), 2)
+    if when == "trace":
+        with pytest.raises(Unsupported):
+            Linearized(net)
+    if isinstance(net, _Branchy):
+        return  # a data-dependent branch: no Jacobian to compare with
+    cells = np.arange(8)
+    G = cell_metrics(net, z.numpy(), cells, dtype=torch.float64)
+    G_ref = cell_metrics(net, z.numpy(), cells, dtype=torch.float64, method="vmap_jacfwd")
+    np.testing.assert_allclose(G, G_ref, rtol=1e-6, atol=1e-9)
+    with pytest.raises(Unsupported):
+        cell_metrics(net, z.numpy(), cells, dtype=torch.float64, method="stacked")
+
+
+def test_batchnorm_in_training_mode_refused():
+    net = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2)).train()
+    with pytest.raises(Unsupported, match="training"):
+        Linearized(net)(torch.randn(4, 2, 3, 3), 2)
+
+
+_FAULTS = """
+import resource, sys, numpy as np, torch
+from geovq.device import keep_freed_memory
+from geovq.models import SpatialVAE
+from geovq.riemann import cell_metrics
+if sys.argv[1] == "keep":
+    assert keep_freed_memory() is True
+torch.manual_seed(0)
+vae = SpatialVAE((1, 28, 28), latent_channels=8, grid=4, channels=(16, 32, 32))
+Z = np.random.default_rng(0).normal(size=(64, 8, 4, 4)).astype(np.float32)
+cell_metrics(vae.decode, Z, np.arange(512))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+cell_metrics(vae.decode, Z, np.arange(1024))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_keep_freed_memory_stops_page_faults_per_batch():
+    """The default spatial decoder's metrics, 8 batches of 128 cells: by default glibc hands the
+    MB-sized activations back to the OS and faults them in again every batch; after
+    keep_freed_memory they are reused. Fresh processes: the setting is process-wide."""
+    import subprocess
+    import sys
+
+    def faults(mode):
+        run = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, check=True)
+        return int(run.stdout.split()[-1])
+
+    default, kept = faults("default"), faults("keep")
+    assert default > 5000 and kept < default / 10, (default, kept)
