@@ -196,11 +196,11 @@ def main():
     p.add_argument("--only", choices=["conv", "mlp"], help="benchmark one stand-in only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--default-malloc", action="store_true",
-                   help="leave glibc malloc's defaults (the pipeline's jobs call geovq.device.keep_freed_memory)")
+                   help="leave glibc malloc's defaults (the pipeline's metric jobs call geovq.device.keep_freed_memory)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    # as in every pipeline job (geovq.stages.entry): glibc malloc keeps freed memory for reuse
+    # as in the pipeline's metric jobs (geovq.stages_geodesic): glibc malloc keeps freed memory
     kept = keep_freed_memory() if not args.default_malloc else False
     torch.manual_seed(args.seed)
     if args.latents:

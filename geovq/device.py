@@ -45,8 +45,9 @@ def keep_freed_memory(mmap_threshold=256 << 20, trim_threshold=1 << 30, top_pad=
     to a third of its time so, with bimodal timings (9 vs 14 ms per 64 cells). Blocks up to
     `mmap_threshold` now come from the heap, which is trimmed only above `trim_threshold` free
     and grows by `top_pad` beyond each request: the process keeps its freed memory (its RSS
-    stays near its peak) and touches it again without faults. Called once per pipeline job
-    (geovq.stages.entry). Returns False, changing nothing, where the C library is not glibc."""
+    stays near its peak) and touches it again without faults. Called by the pipeline jobs that
+    compute pull-back metrics (geovq.stages_geodesic). Returns False, changing nothing, where the
+    C library is not glibc."""
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):

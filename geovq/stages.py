@@ -38,9 +38,6 @@ def entry(smk, stage):
     log_path = smk.log[0] if len(smk.log) else None
     log = Log(log_path)
     _set_threads(smk.threads)
-    from geovq.device import keep_freed_memory
-
-    keep_freed_memory()  # large per-call tensors: reuse freed memory, no page faults per call
     stderr = sys.stderr
     try:
         redirect = open(log_path, "a") if log_path else contextlib.nullcontext(sys.stderr)
