@@ -49,23 +49,15 @@ class _UpsampleConv(nn.Module):
     of O contiguous floats (`shuffle`; F.pixel_shuffle's (o, a, b) order took 2-4x longer). Falls
     back to the original pair when the upsample is not exactly 2x for the input at hand."""
 
-    TAPS = {0: ((0, (0,)), (1, (1, 2))), 1: ((1, (0, 1)), (2, (2,)))}
-
     def __init__(self, up, conv):
         super().__init__()
         self.up, self.conv = up, conv
-        W = conv.weight.detach()
-        O, I = W.shape[:2]
-        K = W.new_zeros(2, 2, O, I, 3, 3)
-        for a, rows in self.TAPS.items():
-            for b, cols in self.TAPS.items():
-                for r, rs in rows:
-                    for c, cs in cols:
-                        K[a, b, :, :, r, c] = W[:, :, list(rs)][:, :, :, list(cs)].sum((2, 3))
-        self.phases = nn.Conv2d(I, 4 * O, 3, padding=1, bias=conv.bias is not None).to(W)
-        self.phases.weight = nn.Parameter(K.reshape(4 * O, I, 3, 3), requires_grad=False)
-        if conv.bias is not None:
-            self.phases.bias = nn.Parameter(conv.bias.detach().repeat(4), requires_grad=False)
+        self._phase_cache = {}
+        K, bias = self.phase_conv(1)
+        self.phases = nn.Conv2d(conv.in_channels, K.shape[0], 3, padding=1, bias=bias is not None).to(K)
+        self.phases.weight = nn.Parameter(K, requires_grad=False)
+        if bias is not None:
+            self.phases.bias = nn.Parameter(bias, requires_grad=False)
 
     @staticmethod
     def applies(up, conv):
@@ -95,9 +87,9 @@ class _UpsampleConv(nn.Module):
         2r x 2r phases, (N, 4r²O, h, w). Fine output row 2r·i + p reads upsampled rows p + d,
         d in {-1, 0, 1}, i.e. input rows f = floor((p + d) / 2) of the r-fold map: coarse row
         i + floor(f / r), phase f mod r (columns alike). r = 1 is `phases`."""
-        key = f"_phase_conv_{r}"
-        if key not in self.__dict__:
-            W = self.conv.weight.detach()
+        W = self.conv.weight.detach()
+        key = (r, W.dtype, W.device)  # a module moved or cast since builds afresh
+        if key not in self._phase_cache:
             O, I = W.shape[:2]
             R = 2 * r
             K = W.new_zeros(R, R, O, r, r, I, 3, 3)
@@ -109,8 +101,8 @@ class _UpsampleConv(nn.Module):
                             fb = (pb + dx) // 2
                             K[pa, pb, :, fa % r, fb % r, :, fa // r + 1, fb // r + 1] += W[:, :, dy + 1, dx + 1]
             bias = self.conv.bias.detach().repeat(R * R) if self.conv.bias is not None else None
-            self.__dict__[key] = (K.reshape(R * R * O, r * r * I, 3, 3), bias)
-        return self.__dict__[key]
+            self._phase_cache[key] = (K.reshape(R * R * O, r * r * I, 3, 3), bias)
+        return self._phase_cache[key]
 
     def forward(self, x):
         if self.doubles(*x.shape[-2:]):
