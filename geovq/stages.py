@@ -37,7 +37,8 @@ def entry(smk, stage):
     """Run ``stage`` for a Snakemake ``script:`` job: log to the rule's log, one-line errors."""
     log_path = smk.log[0] if len(smk.log) else None
     log = Log(log_path)
-    _set_threads(smk.threads)
+    # the config's thread count, not the cores Snakemake granted: results must not depend on --cores
+    _set_threads(smk.config["threads"])
     stderr = sys.stderr
     try:
         redirect = open(log_path, "a") if log_path else contextlib.nullcontext(sys.stderr)

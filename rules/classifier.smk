@@ -12,7 +12,7 @@ rule train_classifier:
         dataset="{dataset}",
         classifier=lambda wc: dcfg(wc, "classifier"),
         device=config["device"],
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=retry_mem(4000),
         runtime=30,
@@ -44,7 +44,7 @@ rule recon_quality:
         seed=lambda wc: int(wc.seed),
         codebook=lambda wc: {"test_images": dcfg(wc, "codebook")["test_images"]},
         device=config["device"],
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=retry_mem(4000),
         runtime=15,

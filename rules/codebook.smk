@@ -11,7 +11,7 @@ rule kmeans_codebook:
     params:
         seed=lambda wc: int(wc.seed),
         codebook=lambda wc: dcfg(wc, "codebook"),
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     log:
         f"{RUN}/logs/kmeans_codebook.log",
     benchmark:

@@ -20,7 +20,7 @@ rule evaluate:
         seed=lambda wc: int(wc.seed),
         evaluate=lambda wc: dcfg(wc, "evaluate"),
         device=config["device"],
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     log:
         f"{QRUN}/logs/evaluate.log",
     benchmark:

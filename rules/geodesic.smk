@@ -12,7 +12,7 @@ rule knn_graph:
     params:
         seed=lambda wc: int(wc.seed),
         graph=lambda wc: {k: v for k, v in dcfg(wc, "graph").items() if k != "new_point_metric"},
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=retry_mem(4000),
     log:
@@ -36,7 +36,7 @@ rule riemannian_lengths:
         lengths=f"{RUN}/graph/lengths_riemannian.npz",
     params:
         device=config["device"],
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=retry_mem(4000),
         **gpu_resources(),
@@ -98,7 +98,7 @@ rule geodesic_codes:
         graph=lambda wc: dcfg(wc, "graph"),
         codebook=lambda wc: dcfg(wc, "codebook"),
         device=config["device"],
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=retry_mem(4000),
     log:

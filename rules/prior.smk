@@ -15,7 +15,7 @@ rule train_prior:
         seed=lambda wc: int(wc.seed),
         prior=lambda wc: {k: v for k, v in dcfg(wc, "prior").items() if k != "sample"},
         device=config["device"],
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=retry_mem(4000),
         runtime=30,
@@ -45,7 +45,7 @@ rule sample_prior:
         seed=lambda wc: int(wc.seed),
         sample=lambda wc: dcfg(wc, "prior")["sample"],
         device=config["device"],
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=retry_mem(4000),
         runtime=15,
@@ -78,7 +78,7 @@ rule sample_quality:
         quantizer="{quantizer}",
         seed=lambda wc: int(wc.seed),
         device=config["device"],
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=retry_mem(4000),
         runtime=15,

@@ -79,7 +79,7 @@ rule analysis:
         analysis=lambda wc: dcfg(wc, "analysis"),
         report=lambda wc: dcfg(wc, "report"),
         device=config["device"],
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     log:
         f"{RUN}/logs/analysis.log",
     benchmark:

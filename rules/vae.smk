@@ -15,7 +15,7 @@ rule train_vae:
         seed=lambda wc: int(wc.seed),
         vae=lambda wc: dcfg(wc, "vae")[wc.variant],
         device=config["device"],
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=retry_mem(4000),
         runtime=60,

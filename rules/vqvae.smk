@@ -19,7 +19,7 @@ rule train_vqvae:
         vqvae=lambda wc: dcfg(wc, "vqvae")[wc.variant],
         codebook=lambda wc: {k: dcfg(wc, "codebook")[k] for k in ("K", "train_images", "test_images")},
         device=config["device"],
-    threads: config["threads"] or workflow.cores
+    threads: config["threads"]
     resources:
         mem_mb=retry_mem(4000),
         runtime=60,
