@@ -36,7 +36,7 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def _epoch(model, images, labels, batch_size, device, opt=None, sched=None, generator=None):
+def _epoch(model, images, labels, batch_size, device, opt=None, sched=None, generator=None, guard=None):
     from geovq.train import batches
 
     loss_sum, correct = 0.0, 0
@@ -44,6 +44,8 @@ def _epoch(model, images, labels, batch_size, device, opt=None, sched=None, gene
         x, y = images[idx].to(device, non_blocking=True), labels[idx].to(device)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
+        if guard is not None:
+            guard.check(loss)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -60,7 +62,7 @@ def train_classifier(images, labels, params, *, seed, device, log=print):
     Rows report cross-entropy and accuracy on the training part and on a seeded held-out
     validation part of the given images.
     """
-    from geovq.train import split_train_val
+    from geovq.train import Diverged, split_train_val
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -73,18 +75,23 @@ def train_classifier(images, labels, params, *, seed, device, log=print):
     steps = params["epochs"] * -(-len(tr) // params["batch_size"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     log(f"classifier: {n_classes} classes, {len(tr)} train / {len(va)} validation images, device {device}")
+    guard = Diverged("classifier", params["epochs"], params["lr"])
     rows = []
     for epoch in range(1, params["epochs"] + 1):
         t0 = time.perf_counter()
+        guard.epoch = epoch
         model.train()
-        tr_loss, tr_acc = _epoch(model, images[tr], labels[tr], params["batch_size"], device, opt, sched, gen)
+        tr_loss, tr_acc = _epoch(model, images[tr], labels[tr], params["batch_size"], device, opt, sched, gen, guard)
         model.eval()
         with torch.no_grad():
             va_loss, va_acc = _epoch(model, images[va], labels[va], 1024, device) if len(va) else (np.nan, np.nan)
+        if len(va):
+            guard.check(va_loss, "validation loss")
         rows.append({"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss,
                      "val_acc": va_acc, "seconds": time.perf_counter() - t0})
         log(f"epoch {epoch}/{params['epochs']}: train loss {tr_loss:.4f} acc {tr_acc:.4f}; "
             f"val loss {va_loss:.4f} acc {va_acc:.4f}; {rows[-1]['seconds']:.1f}s")
+    guard.check_model(model)
     return model.eval(), rows
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import jsonschema
@@ -49,9 +50,84 @@ def _message(err: jsonschema.ValidationError) -> str:
     return f"config key '{_key(path)}': {err.message}"
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+_PARSED_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict,
+                 "null": type(None)}
+
+
+def _resolve(schema, root):
+    """``schema`` with its local ``$ref`` (``#/a/b``) followed; sibling keys override the target's."""
+    while isinstance(schema, dict) and "$ref" in schema:
+        target = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema if isinstance(schema, dict) else {}
+
+
+def _parse_scalar(text: str, types):
+    """``text`` parsed as YAML if that gives a value of one of ``types`` (else ``text`` itself)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    if isinstance(value, str) and "number" in types and _NUMBER.fullmatch(text.strip()):
+        value = float(text)  # YAML 1.1 reads 1e-3 (no dot) as a string; a number is meant here
+    if isinstance(value, bool) and "boolean" not in types:
+        return text  # `yes` for an integer key stays a (rejected) string, not True == 1
+    ok = any(isinstance(value, _PARSED_TYPES[t]) for t in types if t in _PARSED_TYPES)
+    return value if ok else text
+
+
+def coerce(value, schema, root=None):
+    """``value`` with strings parsed where ``schema`` expects another type, recursively.
+
+    ``snakemake --config`` hands values over as strings (``download=false`` -> 'false', and every
+    value inside a list or mapping: ``seeds=[0,1]`` -> ['0', '1'], ``codebook={"K": 8}`` ->
+    {'K': '8'}). A string is parsed as YAML (numbers also in 1e-3 form) where the schema does not
+    accept a string but does accept integers, numbers, booleans, lists, mappings or null, so any
+    value a config file may hold is accepted from the command line too. Values that do not parse
+    to an accepted type are left as they are, for validation to reject by key.
+    """
+    root = schema if root is None else root
+    schema = _resolve(schema, root)
+    if isinstance(value, str):
+        types = schema.get("type")
+        types = [types] if isinstance(types, str) else list(types or [])
+        if types and "string" not in types:
+            value = _parse_scalar(value, types)
+        elif not types and "enum" in schema and value not in schema["enum"]:
+            parsed = _parse_scalar(value, list(_PARSED_TYPES))
+            value = parsed if any(parsed == e and type(parsed) is type(e) for e in schema["enum"]) else value
+    if isinstance(value, list):
+        items = schema.get("items", {})
+        return [coerce(v, items, root) for v in value]
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties", {})
+        extra = extra if isinstance(extra, dict) else {}
+        return {k: coerce(v, props[k] if k in props else extra, root) for k, v in value.items()}
+    return value
+
+
+def _coerce_config(config: dict, schema) -> None:
+    """Coerce ``config`` in place; ``overrides.<dataset>`` sections as the top-level sections they merge over."""
+    coerced = coerce(config, schema)
+    overrides = coerced.get("overrides")
+    if isinstance(overrides, dict):
+        for dataset, over in overrides.items():
+            if isinstance(over, dict):
+                overrides[dataset] = coerce(over, schema)
+    config.clear()
+    config.update(coerced)
+
+
 def validate(config: dict, schema=None) -> dict:
-    """Validate ``config`` in place (defaults filled in); raise GeovqError naming the first bad key."""
+    """Validate ``config`` in place (defaults filled in); raise GeovqError naming the first bad key.
+
+    Strings where the schema expects another type are parsed first (see ``coerce``): values from
+    ``snakemake --config`` arrive as strings."""
     schema = load_schema() if schema is None else schema
+    _coerce_config(config, schema)
     validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
+import shutil
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -21,7 +26,8 @@ def atomic_path(path):
 
     A crash or interrupt therefore never leaves a half-written file under the final name.
     The temporary name keeps the suffix, since some writers (np.savez, torch.save users,
-    matplotlib) choose the format from it.
+    matplotlib) choose the format from it. A full disk (or quota) becomes a one-line GeovqError
+    naming ``path``; the temporary file is removed in every case.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,9 +36,13 @@ def atomic_path(path):
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free / 2**20
+            raise GeovqError(f"{path}: {os.strerror(e.errno).lower()} while writing it ({free:.1f} MiB free there); "
+                             "nothing was written under this name: free space, then rerun the same command") from None
         raise
 
 
@@ -78,11 +88,35 @@ def save_text(path, text):
         Path(tmp).write_text(text)
 
 
-def save_torch(path, obj):
+def _plain(obj, where="checkpoint"):
+    """Raise TypeError unless ``obj`` is tensors and plain values only (what ``load_torch`` will read)."""
     import torch
 
+    if obj is None or type(obj) in (bool, int, float, str) or isinstance(obj, torch.Tensor):
+        return
+    if type(obj) in (list, tuple):
+        for i, v in enumerate(obj):
+            _plain(v, f"{where}[{i}]")
+        return
+    if type(obj) is dict:
+        for k, v in obj.items():
+            if type(k) is not str:
+                raise TypeError(f"{where}: key {k!r} is not a str")
+            _plain(v, f"{where}.{k}")
+        return
+    raise TypeError(f"{where}: {type(obj).__module__}.{type(obj).__qualname__} is not a tensor or a plain value")
+
+
+def save_torch(path, obj):
+    """Write ``obj`` (nested dicts/lists of tensors, str, int, float, bool, None: nothing else) with torch.save."""
+    import torch
+
+    _plain(obj)
+    buf = io.BytesIO()  # serialized first: torch.save's own writer reports a full disk as a cryptic RuntimeError
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
 
 
 def save_checkpoint(path, kind, model, **meta):
@@ -114,6 +148,22 @@ def load_torch(path):
     if not path.exists():
         raise GeovqError(f"{path}: file not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: tensors and plain values, never an arbitrary pickled object, so that a
+        # checkpoint in a shared results/ cannot run code in the jobs that read it
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise GeovqError(f"{path}: refused: the checkpoint holds a pickled Python object ({found[1]}), not only "
+                             "tensors and plain values; geovq reads checkpoints with torch.load(weights_only=True) "
+                             "so that a file cannot run code") from None
+        detail = re.search(r"Unsupported operand \d+|invalid load key[^\n]*", str(e))
+        raise GeovqError(f"{path}: not a readable checkpoint (corrupt, or not written by torch.save: "
+                         f"{detail[0] if detail else _first_line(e)})") from None
     except Exception as e:
-        raise GeovqError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        raise GeovqError(f"{path}: not a readable checkpoint ({type(e).__name__}: {_first_line(e)})") from None
+
+
+def _first_line(e):
+    lines = [ln for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else ""

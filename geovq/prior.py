@@ -219,7 +219,7 @@ def train_prior(codes, labels, K, params, *, seed, device, log=print):
     are restored. Rows report NLL in bits per token (the training value is the running mean
     over the epoch, dropout on).
     """
-    from geovq.train import split_train_val
+    from geovq.train import Diverged, split_train_val
 
     codes = np.asarray(codes)
     if codes.ndim != 3:
@@ -252,14 +252,17 @@ def train_prior(codes, labels, K, params, *, seed, device, log=print):
     train_y = y[tr] if y is not None else None
     val_y = y[va].numpy() if y is not None else None
     best, best_state, bad, rows = math.inf, None, 0, []
+    guard = Diverged("prior", epochs, params["lr"])
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
+        guard.epoch = epoch
         model.train()
         total, n_tok = 0.0, 0
         for idx in torch.randperm(len(train_seq), generator=gen).split(bs):
             x = train_seq[idx].to(device, non_blocking=True)
             logits = model(x, None if train_y is None else train_y[idx].to(device))
             loss = F.cross_entropy(logits.reshape(-1, cfg.K), x.reshape(-1))
+            guard.check(loss)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -269,6 +272,7 @@ def train_prior(codes, labels, K, params, *, seed, device, log=print):
             n_tok += x.numel()
         seconds = time.perf_counter() - t0
         val_bits, _ = nll_bits(model, val_seq.view(-1, *cfg.grid), val_y, device=device)
+        guard.check(val_bits, "validation NLL (bits/token)")
         improved = val_bits < best - 1e-4
         if improved:
             best, best_state, bad = val_bits, copy.deepcopy(model.state_dict()), 0
@@ -285,6 +289,7 @@ def train_prior(codes, labels, K, params, *, seed, device, log=print):
             log(f"early stop: validation NLL has not improved for {bad} epochs")
             break
     model.load_state_dict(best_state)
+    guard.check_model(model)
     log(f"best validation NLL {best:.4f} bits/token (epoch {max(r['epoch'] for r in rows if r['best'])})")
     return model.eval(), rows
 

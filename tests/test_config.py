@@ -64,3 +64,102 @@ def test_key_order_does_not_change_what_jobs_see():
     assert repr(a) == repr(b)
     for section in ("vae", "codebook", "graph", "medoids"):
         assert repr(config.dataset_config(a, "synthetic")[section]) == repr(config.dataset_config(b, "synthetic")[section])
+
+
+# ---------------------------------------------------------------- values from `snakemake --config`
+def cli(*entries):
+    """The config Snakemake builds from ``--config`` entries (its own parser: nested values and
+    lowercase booleans stay strings)."""
+    from snakemake.cli import parse_config
+
+    return parse_config(list(entries))
+
+
+def test_command_line_values_parsed_by_schema_type():
+    cfg = config.validate(cli("seeds=[0,1,2]", "download=false", 'codebook={"K": 256, "train_images": null}',
+                              "datasets=[mnist,fashionmnist]", 'vae={"vanilla": {"lr": 1e-3, "hidden": 64}}',
+                              'graph={"bridge": false, "k": 5}', 'prior={"sample": {"top_k": 7}}',
+                              'analysis={"Ks": [4, 8]}'))
+    assert cfg["seeds"] == [0, 1, 2] and cfg["download"] is False
+    assert cfg["codebook"]["K"] == 256 and cfg["codebook"]["train_images"] is None
+    assert cfg["codebook"]["kmeans_iters"] == 25  # the rest of the section: defaults
+    assert cfg["datasets"] == ["mnist", "fashionmnist"]
+    assert cfg["vae"]["vanilla"]["lr"] == 1e-3 and cfg["vae"]["vanilla"]["hidden"] == 64
+    assert cfg["graph"]["bridge"] is False and cfg["graph"]["k"] == 5
+    assert cfg["prior"]["sample"]["top_k"] == 7 and cfg["analysis"]["Ks"] == [4, 8]
+
+
+def test_command_line_equals_config_file():
+    """Whatever a config file may say, the same words on the command line give the same config."""
+    typed = {"seeds": [0, 1], "download": False, "codebook": {"K": 8}, "vae": {"spatial": {"channels": [4, 8], "lr": 0.01}},
+             "overrides": {"mnist": {"vae": {"spatial": {"epochs": 3}}}}, "dataset_options": {"channels": 3}}
+    from_cli = cli("seeds=[0,1]", "download=false", 'codebook={"K": 8}', 'vae={"spatial": {"channels": [4, 8], "lr": 0.01}}',
+                   'overrides={"mnist": {"vae": {"spatial": {"epochs": 3}}}}', 'dataset_options={"channels": 3}')
+    assert from_cli != typed  # Snakemake really does hand over strings
+    a, b = config.validate(from_cli), config.validate(typed)
+    assert a == b and repr(a) == repr(b)
+    assert config.dataset_config(a, "mnist")["vae"]["spatial"]["epochs"] == 3
+
+
+def test_whole_values_as_strings():
+    cfg = config.validate({"seeds": "[0,1,2]", "codebook": '{"K": 8}', "threads": "3", "gpu": "0",
+                           "vae": {"vanilla": {"lr": "1e6", "beta": ".5"}}})
+    assert cfg["seeds"] == [0, 1, 2] and cfg["codebook"]["K"] == 8 and cfg["threads"] == 3 and cfg["gpu"] == 0
+    assert cfg["vae"]["vanilla"]["lr"] == 1e6 and cfg["vae"]["vanilla"]["beta"] == 0.5
+
+
+def test_strings_kept_where_the_schema_wants_strings():
+    cfg = config.validate({"data_dir": "007", "device": "cpu", "graph": {"symmetrize": "mutual"}})
+    assert cfg["data_dir"] == "007" and cfg["device"] == "cpu" and cfg["graph"]["symmetrize"] == "mutual"
+
+
+@pytest.mark.parametrize("entries,key,needle", [
+    (['codebook={"K": x}'], "codebook.K", "expected integer, got 'x'"),
+    (["seeds=[0,a]"], "seeds.1", "expected integer"),
+    (["download=maybe"], "download", "expected boolean"),
+    (['codebook={"K": yes}'], "codebook.K", "expected integer, got 'yes'"),  # not True == 1
+    (['codebook={"K": 0}'], "codebook.K", "minimum"),
+    (['vae={"vanilla": {"lr": fast}}'], "vae.vanilla.lr", "expected number"),
+    (['overrides={"mnist": {"vae": {"spatial": {"epochs": ten}}}}'], "overrides.mnist.vae.spatial.epochs", "expected integer"),
+    (["seeds=[0,1"], "seeds", "expected array"),
+])
+def test_bad_command_line_value_names_key(entries, key, needle):
+    with pytest.raises(GeovqError) as e:
+        config.validate(cli(*entries))
+    msg = str(e.value)
+    assert f"config key '{key}'" in msg and needle in msg and "\n" not in msg, msg
+
+
+def readme_config_examples():
+    """The README's `snakemake --config ...` command lines, as argument lists after `--config`."""
+    import shlex
+
+    lines = [ln.split("#")[0] for ln in (ROOT / "README.md").read_text().splitlines()]
+    return [shlex.split(ln)[2:] for ln in lines if ln.startswith(".venv/bin/snakemake --config ")]
+
+
+@pytest.mark.slow
+def test_command_line_examples_plan_jobs(tmp_path):
+    """The README's --config examples (and a few more) as dry runs against config/test.yaml:
+    each plans the jobs its values ask for; a bad value still stops naming the key."""
+    from conftest import run_snakemake
+
+    examples = readme_config_examples()
+    assert len(examples) >= 2 and any("seeds=[0,1,2]" in ex for ex in examples), examples
+
+    def plan(*entries):
+        proc = run_snakemake(tmp_path, "-n", "--quiet", "rules", "--config", *entries,
+                             configfile=ROOT / "config" / "test.yaml", check=False)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"{entries}:\n{out[-3000:]}"
+        return {p[0]: int(p[1]) for p in (ln.split() for ln in out.splitlines()) if len(p) == 2 and p[1].isdigit()}
+
+    for entries in examples:
+        jobs = plan(*entries)
+        assert jobs.get("train_vae", 0) >= 1, (entries, jobs)
+    jobs = plan("seeds=[0,1]", "download=false", 'codebook={"K": 8}', 'vae={"spatial": {"epochs": 3}}',
+                "datasets=[synthetic,mnist]")
+    assert jobs["prepare_data"] == 2 and jobs["train_vae"] == 2 * 2 * 2  # datasets x variants x seeds
+    proc = run_snakemake(tmp_path, "-n", "--config", 'codebook={"K": x}', configfile=ROOT / "config" / "test.yaml",
+                         check=False)
+    assert proc.returncode != 0 and "config key 'codebook.K': expected integer, got 'x'" in proc.stdout + proc.stderr
