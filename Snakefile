@@ -24,6 +24,7 @@ wildcard_constraints:
     quantizer="|".join(config["quantizers"]),
     seed=r"\d+",
     split="train|test",
+    assign="|".join(Q.ASSIGNS),
 
 
 
@@ -35,6 +36,7 @@ include: "rules/vqvae.smk"
 include: "rules/classifier.smk"
 include: "rules/prior.smk"
 include: "rules/evaluate.smk"
+include: "rules/study.smk"
 include: "rules/report.smk"
 
 

@@ -200,7 +200,7 @@ def main():
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    # as in the pipeline's metric jobs (geovq.stages_geodesic): glibc malloc keeps freed memory
+    # as in the pipeline's metric jobs (geovq.stages.geodesic): glibc malloc keeps freed memory
     kept = keep_freed_memory() if not args.default_malloc else False
     torch.manual_seed(args.seed)
     if args.latents:

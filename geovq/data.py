@@ -170,7 +170,7 @@ def load_raw(name: str, split: str, *, data_dir="data", download=False, options=
         n = options.get("n_train", 2000) if split == "train" else options.get("n_test", 500)
         seed = options.get("seed", 0) + (0 if split == "train" else 1)  # disjoint draws per split
         return synthetic(
-            n, size=options.get("size", 16), channels=options.get("channels", 1),
+            n, size=options.get("size", 16), channels=options.get("channels") or 1,  # null: grey
             classes=options.get("classes", 4), seed=seed,
         )
     if name in IDX_DATASETS:

@@ -41,12 +41,12 @@ def keep_freed_memory(mmap_threshold=256 << 20, trim_threshold=1 << 30, top_pad=
     glibc serves a block above its mmap threshold (128 KiB, adapting up to 32 MiB) by a fresh
     mmap and unmaps it on free, and trims the heap top once 2x that is free there, so a loop
     whose every call allocates MB-sized tensors page-faults and zero-fills that memory again
-    and again. The stacked forward-mode pass of the spatial decoder (geovq.riemann) spent up
-    to a third of its time so, with bimodal timings (9 vs 14 ms per 64 cells). Blocks up to
+    and again, as the stacked forward-mode pass of the spatial decoder (geovq.riemann) does
+    (what that costs: benchmarks/README.md). Blocks up to
     `mmap_threshold` now come from the heap, which is trimmed only above `trim_threshold` free
     and grows by `top_pad` beyond each request: the process keeps its freed memory (its RSS
     stays near its peak) and touches it again without faults. Called by the pipeline jobs that
-    compute pull-back metrics (geovq.stages_geodesic). Returns False, changing nothing, where the
+    compute pull-back metrics (geovq.stages.geodesic). Returns False, changing nothing, where the
     C library is not glibc."""
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt

@@ -51,7 +51,7 @@ def voronoi(G, medoids):
     """Geodesic Voronoi cells of `medoids` on symmetric graph G (N, N) of edge lengths.
 
     One multi-source Dijkstra pass (directed=True: G is symmetric, and the directed code
-    path is 2-3x faster). Returns dist (N,) float64, the geodesic distance to the nearest
+    path is faster; benchmarks/README.md). Returns dist (N,) float64, the geodesic distance to the nearest
     medoid, and label (N,) int64, that medoid's position 0..K-1 in `medoids`. Labels
     follow the shortest-path tree, so every cell is connected and contains the path from
     its medoid to each member. ValueError if some node is unreachable.
@@ -251,8 +251,11 @@ def _cluster_adjacency(G, label, k):
     return indptr, cols
 
 
-def _init_kmeans(x, k, seed):
-    """faiss k-means centroids, each snapped to its nearest unused node."""
+def init_kmeans_snapped(x, k, seed):
+    """K distinct row ids of ``x``: faiss k-means centroids, each snapped to its nearest unused row.
+
+    The start of every K-medoids fit (geodesic here, Euclidean in geovq.codebook.EuclideanKMedoids),
+    so that K-medoids quantizers differ in their distances, not in where they start."""
     km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False,
                       max_points_per_centroid=256)
     km.cp.min_points_per_centroid = 1  # silences faiss's "too few points" warning on tiny tests
@@ -339,7 +342,7 @@ class GeodesicKMedoids:
         if isinstance(self.init, (np.ndarray, list, tuple)):
             return _check_nodes(self.init, G.shape[0], "init")
         if self.init == "kmeans":
-            return _init_kmeans(x, k, self.seed)
+            return init_kmeans_snapped(x, k, self.seed)
         if self.init == "kmeans++":
             return _init_kmeanspp(G, k, rng)
         if self.init == "random":
@@ -459,7 +462,7 @@ class _SwapSearch:
     costs O(nnz(G)) to extract, not (number of neighbouring cells) x that; once no swap
     helps, the search goes on with wider regions (plus all direct neighbours of the
     cell), which see the swaps whose gain runs through the rest of neighbouring cells
-    (at N = 10k, K = 512: +1 % -> +0.05 % against FasterPAM). m is a medoid of the
+    (the gap to FasterPAM this closes: benchmarks/README.md). m is a medoid of the
     region ("local") or the medoid cheapest to remove anywhere ("far").
 
     Each round evaluates the next `n_cand` non-medoid members of every cell whose region

@@ -46,8 +46,9 @@ class _UpsampleConv(nn.Module):
     same numbers come out without materializing the upsampled map, and the convolution runs on
     a quarter of the pixels with 4x the channels (the same FLOPs, a better GEMM shape). The conv's
     channels are phase-major, (a, b, o), so that in channels_last memory the shuffle moves runs
-    of O contiguous floats (`shuffle`; F.pixel_shuffle's (o, a, b) order took 2-4x longer). Falls
-    back to the original pair when the upsample is not exactly 2x for the input at hand."""
+    of O contiguous floats (`shuffle`; faster than F.pixel_shuffle's (o, a, b) order, see
+    benchmarks/README.md). Falls back to the original pair when the upsample is not exactly 2x
+    for the input at hand."""
 
     def __init__(self, up, conv):
         super().__init__()
@@ -149,7 +150,7 @@ def for_jvp(decode):
     small map + a pixel shuffle (`_UpsampleConv`). Outputs agree to float32 rounding
     (tests/test_riemann.py, tests/test_jvp.py). Works on a deep copy; returns `decode` itself when
     there is nothing to rewrite or no module behind it. Only for eval-mode use: BatchNorm is
-    folded with its running statistics. Speed-ups in geovq.riemann.cell_metrics."""
+    folded with its running statistics. Speed-ups: benchmarks/README.md (bench_riemann.py)."""
     module = owner_module(decode)
     if module is None or not _fusable(module):
         return decode
@@ -273,8 +274,8 @@ class _Phased:
 
 # An _UpsampleConv whose input is held as 2 x 2 phases runs as one conv on the coarse grid
 # (4x its FLOPs) when its phase conv would have at most this many output channels: such a
-# narrow conv on the fine map ran at 50-65 GFLOP/s here (16 -> 4 channels, 14 x 14) against
-# ~330 for the wide coarse one, which also spares shuffling the large input map.
+# narrow conv on the fine map runs far below the wide coarse one's rate, and the coarse one
+# also spares shuffling the large input map (measured: benchmarks/README.md).
 _NARROW = 16
 
 

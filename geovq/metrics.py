@@ -65,3 +65,27 @@ def codebook_stats(codes: np.ndarray, K: int) -> dict:
         "dead_codes": K - used,
         "usage": used / K,
     }
+
+
+PAIRS = ("cont_real", "quant_real", "quant_cont")  # (decoded, reference) pairs scored per image
+
+
+def per_image_metrics(real: torch.Tensor, cont: torch.Tensor, quant: torch.Tensor, *, win_size: int = 11) -> dict:
+    """Per-image MSE, PSNR (dB, capped at 100 for identical images) and SSIM of the continuous
+    decode against the real image, the quantized decode against the real image and against the
+    continuous decode: {"mse_cont_real": (N,) float64, ...}, nine arrays over the same images."""
+    decoded = {"cont": cont, "quant": quant, "real": real}
+    out = {}
+    for name in PAIRS:
+        a, b = (decoded[s] for s in name.split("_"))
+        out[f"mse_{name}"] = mse(a, b).double().numpy()
+        out[f"psnr_{name}"] = psnr(a, b).clamp(max=100).double().numpy()
+        out[f"ssim_{name}"] = ssim(a, b, win_size=win_size).double().numpy()
+    return out
+
+
+def active_units(mu: np.ndarray, threshold: float = 0.01) -> int:
+    """Latent units whose posterior mean varies over the data: Var_x(E[z_u | x]) > threshold
+    (Burda et al. 2016's activity measure, on every unit of the latent (C, H, W))."""
+    mu = np.asarray(mu, dtype=np.float64).reshape(len(mu), -1)
+    return int((mu.var(axis=0) > threshold).sum())

@@ -158,21 +158,16 @@ def cell_metrics(decode, Z, cells, *, batch_size=128, device=None, dtype=torch.f
     fuse: run the decoder rewritten by `for_jvp` (BatchNorm folded, upsample + conv fused):
     the same function, faster; False runs `decode` as given.
 
-    method (all exact). Cells/s from benchmarks/bench_riemann.py on the idle 2-core development
-    machine (2026-11-30; 2 048 cells per call, paths timed in interleaved rounds, best kept), the
-    default run's trained decoders: spatial 8x4x4 -> 1x28x28 (conv + BN, rewritten by for_jvp) /
-    vanilla MLP 16 -> 512 -> 512 -> 784:
+    method (all exact; their throughput: benchmarks/README.md, bench_riemann.py):
       "auto"        default: "stacked" where the decoder has rules there, else "vmap_jvp";
-      "stacked"     fastest (7 039 / 10 218; 59 % / 73 % of the fp32 matmul roofline): one
-                    plain pass over the stack [z; C blocks of one-hot tangents]
+      "stacked"     one plain pass over the stack [z; C blocks of one-hot tangents]
                     (geovq.jvp.Linearized), each layer one large call; refuses (Unsupported)
                     decoders outside its rules;
-      "vmap_jvp"    (5 199 / 7 649) torch.func: primal once per cell, its C one-hot tangents
-                    vmapped through one jvp, channels_last; any decoder torch.func handles;
-      "fold_jvp"    (2 458 / 3 497) tangents folded into the batch: each image replicated C
-                    times through one batched jvp, so the primal is recomputed C times;
-      "vmap_jacfwd" (4 298 / 7 144) vmap over cells of jacfwd.
-    The spatial decoder as given (fuse=False): stacked 3 076, vmap_jvp 2 315 cells/s.
+      "vmap_jvp"    torch.func: primal once per cell, its C one-hot tangents vmapped through
+                    one jvp, channels_last; any decoder torch.func handles;
+      "fold_jvp"    tangents folded into the batch: each image replicated C times through one
+                    batched jvp, so the primal is recomputed C times;
+      "vmap_jacfwd" vmap over cells of jacfwd.
     """
     if method not in _JT and method != "auto":
         raise ValueError(f"method={method!r} must be 'auto' or one of {METHODS}")
@@ -224,7 +219,7 @@ def _quad(d, M):
 
     Computed in float32: the stored metrics are float32, so their own rounding already
     bounds the accuracy, and float32 halves the gather traffic that dominates here
-    (measured 2.3x faster than float64 einsum).
+    (benchmarks/README.md).
     """
     d = d.astype(np.float32, copy=False)
     q = np.matmul(M.astype(np.float32, copy=False), d[:, :, None])[:, :, 0]

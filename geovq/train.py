@@ -7,7 +7,7 @@ import time
 import numpy as np
 import torch
 
-from geovq.io import load_checkpoint, restore, save_checkpoint
+from geovq.io import GeovqError, load_checkpoint, restore, save_checkpoint
 from geovq.models import build_vae, elbo_terms
 
 ARCH_KEYS = {"vanilla": ("latent_dim", "hidden"), "spatial": ("latent_channels", "grid", "channels")}
@@ -26,13 +26,40 @@ def batches(n, batch_size, generator=None):
         yield order[i : i + batch_size]
 
 
-def _epoch_loss(model, images, batch_size, beta, device, opt=None, generator=None):
+class Diverged:
+    """Where a training run is, for the one-line error when its loss stops being finite."""
+
+    def __init__(self, model: str, epochs: int, lr: float):
+        self.model, self.epochs, self.lr, self.epoch, self.last = model, epochs, lr, 0, None
+
+    def _fail(self, what):
+        raise GeovqError(f"{self.model} training diverged in epoch {self.epoch}/{self.epochs}: {what} "
+                         f"(lr {self.lr:g}; a lower learning rate may help); no checkpoint written")
+
+    def check(self, loss, what="training loss"):
+        """Raise GeovqError if ``loss`` (a scalar tensor, or a float) is NaN or inf: one cheap test per step."""
+        value = float(loss.detach()) if torch.is_tensor(loss) else float(loss)
+        if not np.isfinite(value):
+            self._fail(f"{what} is {value}")
+        self.last = value
+
+    def check_model(self, model):
+        """Raise GeovqError if any weight or buffer of ``model`` is NaN or inf (nothing is saved from it)."""
+        for name, t in [*model.named_parameters(), *model.named_buffers()]:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                last = f"; last loss {self.last:.6g}" if self.last is not None else ""
+                self._fail(f"weights {name} became nan or inf{last}")
+
+
+def _epoch_loss(model, images, batch_size, beta, device, opt=None, generator=None, guard=None):
     totals = np.zeros(3)
     for idx in batches(len(images), batch_size, generator):
         x = images[idx].to(device, non_blocking=True)
         logits, mu, logvar = model(x)
         recon, kl = elbo_terms(logits, x, mu, logvar)
         loss = (recon + beta * kl).mean()
+        if guard is not None:
+            guard.check(loss)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -53,14 +80,18 @@ def train_vae(variant, images, params, *, seed, device, log=print):
     tr, va = split_train_val(len(images), params["val_fraction"], seed)
     train_x, val_x = images[tr], images[va]
     opt = torch.optim.Adam(model.parameters(), lr=params["lr"])
+    guard = Diverged(f"{variant} VAE", params["epochs"], params["lr"])
     rows = []
     for epoch in range(1, params["epochs"] + 1):
         t0 = time.perf_counter()
+        guard.epoch = epoch
         model.train()
-        tr_loss = _epoch_loss(model, train_x, params["batch_size"], params["beta"], device, opt, gen)
+        tr_loss = _epoch_loss(model, train_x, params["batch_size"], params["beta"], device, opt, gen, guard)
         model.eval()
         with torch.no_grad():
             va_loss = _epoch_loss(model, val_x, 1024, params["beta"], device) if len(val_x) else [np.nan] * 3
+        if len(val_x):
+            guard.check(va_loss[0], "validation -ELBO")
         row = {
             "epoch": epoch,
             "train_neg_elbo": tr_loss[0], "train_recon": tr_loss[1], "train_kl": tr_loss[2],
@@ -70,6 +101,7 @@ def train_vae(variant, images, params, *, seed, device, log=print):
         rows.append(row)
         log(f"epoch {epoch}/{params['epochs']}: train -ELBO {tr_loss[0]:.2f} (recon {tr_loss[1]:.2f}, "
             f"KL {tr_loss[2]:.2f}); val -ELBO {va_loss[0]:.2f}; {row['seconds']:.1f}s")
+    guard.check_model(model)
     model.eval()
     return model, rows
 
@@ -92,7 +124,9 @@ def decode(model, z, device, batch_size=1024) -> torch.Tensor:
 
 def save_vae(path, model, variant, params, *, dataset, image_shape):
     arch = {k: params[k] for k in ARCH_KEYS[variant]}
-    save_checkpoint(path, "vae", model, variant=variant, dataset=dataset, image_shape=list(image_shape), arch=arch)
+    training = {k: params[k] for k in ("epochs", "batch_size", "lr", "val_fraction", "beta") if k in params}
+    save_checkpoint(path, "vae", model, variant=variant, dataset=dataset, image_shape=list(image_shape), arch=arch,
+                    training=training)
 
 
 def load_vae(path, device="cpu", dataset=None):

@@ -151,7 +151,7 @@ class VQVAE(nn.Module):
 
 
 # ---------------------------------------------------------------- training
-def _epoch(model, images, batch_size, device, opt=None, generator=None):
+def _epoch(model, images, batch_size, device, opt=None, generator=None, guard=None):
     """Per-image means of the reconstruction BCE (nats) and commitment; code counts."""
     from geovq.train import batches
 
@@ -162,6 +162,8 @@ def _epoch(model, images, batch_size, device, opt=None, generator=None):
         logits, z_e, codes, commitment = model(x)
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
         loss = (recon + commitment).mean()
+        if guard is not None:
+            guard.check(loss)
         if opt is not None:
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -187,7 +189,7 @@ def train_vqvae(variant, images, arch, params, K, *, seed, device, log=print):
     of the images is held out; rows report both parts, code usage and dead-code restarts.
     """
     from geovq.data import subset_indices
-    from geovq.train import split_train_val
+    from geovq.train import Diverged, split_train_val
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -197,15 +199,19 @@ def train_vqvae(variant, images, arch, params, K, *, seed, device, log=print):
     train_x, val_x = images[keep[tr]], images[keep[va]]
     log(f"VQ-VAE {variant}: grid {model.latent_shape}, K={K}; {len(train_x)} train / {len(val_x)} validation images")
     opt = torch.optim.Adam(model.parameters(), lr=params["lr"])
+    guard = Diverged(f"{variant} VQ-VAE", params["epochs"], params["lr"])
     rows = []
     for epoch in range(1, params["epochs"] + 1):
         t0 = time.perf_counter()
+        guard.epoch = epoch
         restarts0 = model.vq.restarts
         model.train()
-        tr_recon, tr_commit, tr_counts = _epoch(model, train_x, params["batch_size"], device, opt, gen)
+        tr_recon, tr_commit, tr_counts = _epoch(model, train_x, params["batch_size"], device, opt, gen, guard)
         model.eval()
         with torch.no_grad():
             va_recon, va_commit, va_counts = _epoch(model, val_x, 1024, device) if len(val_x) else (math.nan,) * 2 + (tr_counts,)
+        if len(val_x):
+            guard.check(va_recon + va_commit, "validation loss")
         used, perplexity = _usage(va_counts)
         row = {
             "epoch": epoch, "train_recon": tr_recon, "train_commitment": tr_commit,
@@ -217,6 +223,7 @@ def train_vqvae(variant, images, arch, params, K, *, seed, device, log=print):
         log(f"epoch {epoch}/{params['epochs']}: train recon {tr_recon:.2f} commit {tr_commit:.3f}; val recon "
             f"{va_recon:.2f} commit {va_commit:.3f}; codes used {used}/{K} (perplexity {perplexity:.1f}); "
             f"{row['restarts']} restarts; {row['seconds']:.1f}s")
+    guard.check_model(model)
     return model.eval(), rows
 
 
@@ -233,12 +240,13 @@ def encode_codes(model, images, device, batch_size=1024):
 
 
 # ---------------------------------------------------------------- checkpoints
-def save_vqvae(path, model, arch, *, dataset):
+def save_vqvae(path, model, arch, *, dataset, training=None):
+    """The VQ-VAE checkpoint; ``training``, the settings it was trained with, is kept for the record."""
     from geovq.train import ARCH_KEYS
 
     save_checkpoint(path, "vqvae", model, variant=model.variant, dataset=dataset, image_shape=list(model.image_shape),
                     arch={k: arch[k] for k in ARCH_KEYS[model.variant]}, K=model.K,
-                    vq={k: getattr(model.vq, k) for k in VQ_KEYS})
+                    vq={k: getattr(model.vq, k) for k in VQ_KEYS}, training=dict(training or {}))
 
 
 def load_vqvae(path, device="cpu", dataset=None):

@@ -3,7 +3,7 @@ rule train_classifier:
     input:
         train=f"{RESULTS}/{{dataset}}/data/train.npz",
         test=f"{RESULTS}/{{dataset}}/data/test.npz",
-        code=lib("stages_generative", "classifier", "train", "data", "device"),
+        code=code_inputs("train_classifier"),
     output:
         model=f"{RESULTS}/{{dataset}}/classifier/model.pt",
         metrics=f"{RESULTS}/{{dataset}}/classifier/metrics.json",
@@ -24,7 +24,7 @@ rule train_classifier:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/train_classifier.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule recon_quality:
@@ -35,7 +35,7 @@ rule recon_quality:
         model=f"{RUN}/vae/model.pt",
         latents_test=f"{RUN}/vae/latents_test.npz",
         classifier=f"{RESULTS}/{{dataset}}/classifier/model.pt",
-        code=lib("stages_generative", "classifier", "frechet", "train", "models", "data", "device"),
+        code=code_inputs("recon_quality"),
     output:
         quality=f"{RUN}/vae/recon_quality.json",
     params:
@@ -55,4 +55,4 @@ rule recon_quality:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/recon_quality.py"
+        "../workflow_scripts/run_stage.py"

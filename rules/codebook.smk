@@ -1,22 +1,69 @@
-rule kmeans_codebook:
-    """Euclidean k-means codebook over latent cells; codes for train and (nearest centroid) test."""
+# The train cells every post-hoc quantizer is fitted on, and the Euclidean codebooks.
+
+
+rule train_cells:
+    """One seeded set of train latent cells per run: the data of every post-hoc quantizer (paired fits)."""
     input:
         latents_train=f"{RUN}/vae/latents_train.npz",
-        latents_test=f"{RUN}/vae/latents_test.npz",
-        code=lib("codebook", "data"),
+        code=code_inputs("train_cells"),
     output:
-        codebook=f"{RUN}/kmeans/codebook.npz",
-        codes_train=f"{RUN}/kmeans/codes_train.npz",
-        codes_test=f"{RUN}/kmeans/codes_test.npz",
+        cells=f"{RUN}/cells.npz",
     params:
         seed=lambda wc: int(wc.seed),
-        codebook=lambda wc: dcfg(wc, "codebook"),
-    threads: config["threads"]
+        fit_cells=lambda wc: dcfg(wc, "codebook")["fit_cells"],
     log:
-        f"{RUN}/logs/kmeans_codebook.log",
-    benchmark:
-        f"{RUN}/benchmarks/kmeans_codebook.tsv"
+        f"{RUN}/logs/train_cells.log",
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/kmeans_codebook.py"
+        "../workflow_scripts/run_stage.py"
+
+
+rule euclidean_codebook:
+    """k-means centroids or Euclidean K-medoids of the shared train cells; train and test codes by nearest code."""
+    input:
+        cells=f"{RUN}/cells.npz",
+        latents_train=f"{RUN}/vae/latents_train.npz",
+        latents_test=f"{RUN}/vae/latents_test.npz",
+        code=code_inputs("euclidean_codebook"),
+    output:
+        codebook=f"{QRUN}/codebook.npz",
+        codes_train=f"{QRUN}/codes_train.npz",
+        codes_test=f"{QRUN}/codes_test.npz",
+    wildcard_constraints:
+        quantizer=EUCLIDEAN,
+    params:
+        seed=lambda wc: int(wc.seed),
+        quantizer="{quantizer}",
+        codebook=lambda wc: dcfg(wc, "codebook"),
+    threads: config["threads"]
+    resources:
+        mem_mb=retry_mem(4000),
+    log:
+        f"{QRUN}/logs/euclidean_codebook.log",
+    benchmark:
+        f"{QRUN}/benchmarks/euclidean_codebook.tsv"
+    conda:
+        "../envs/geovq.yaml"
+    script:
+        "../workflow_scripts/run_stage.py"
+
+
+rule nearest_codes:
+    """A geodesic codebook's test codes by nearest code vector: the assignment rule as a factor of its own."""
+    input:
+        codebook=f"{QRUN}/codebook.npz",
+        codes_test=f"{QRUN}/codes_test.npz",
+        latents_test=f"{RUN}/vae/latents_test.npz",
+        code=code_inputs("nearest_codes"),
+    output:
+        codes_test=f"{QRUN}/codes_test_nearest.npz",
+    wildcard_constraints:
+        quantizer=GEODESIC,
+    threads: config["threads"]
+    log:
+        f"{QRUN}/logs/nearest_codes.log",
+    conda:
+        "../envs/geovq.yaml"
+    script:
+        "../workflow_scripts/run_stage.py"

@@ -7,22 +7,42 @@ sys.path.insert(0, workflow.basedir)  # the library, also when not pip-installed
 
 from snakemake.exceptions import WorkflowError
 
+import geovq.codedeps
 import geovq.config
+import geovq.quantizers as Q
 from geovq.io import GeovqError
 
 try:
     geovq.config.validate(config)  # fills defaults in place, rejects unknown keys
+    for i, spec in enumerate(config["contrasts"]):
+        for side in ("a", "b"):
+            q, a = spec[side].split("/")
+            if q not in Q.QUANTIZERS or a not in Q.get(q).assigns:
+                raise GeovqError(f"config key 'contrasts.{i}.{side}': {spec[side]!r} is not a quantizer/assign of "
+                                 + ", ".join(f"{n}/{x}" for n, x in Q.evaluations(Q.QUANTIZERS)))
 except GeovqError as e:
     raise WorkflowError(str(e)) from None
 
 RESULTS = "results"
 RUN = f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}"  # one trained VAE and everything built on it
 QRUN = f"{RUN}/{{quantizer}}"
+EVAL = f"{QRUN}/eval/{{assign}}"  # one quantizer scored under one test assignment (nearest | geodesic)
+QS = config["quantizers"]
+GEODESIC_QS = Q.geodesic(QS)
+POSTHOC_QS = Q.posthoc(QS)
+# wildcard constraints of the rules that build codebooks (every quantizer they can build, configured or not)
+EUCLIDEAN = "|".join(Q.built_by("euclidean_codebook", Q.QUANTIZERS))
+GEODESIC = "|".join(Q.geodesic(Q.QUANTIZERS))
 
 
-def lib(*modules):
-    """The library modules a job runs, listed as its inputs so that editing one reruns that job and what follows."""
-    return [str(Path(workflow.basedir) / "geovq" / f"{m}.py") for m in ("__init__", "io", "stages", *modules)]
+def code_inputs(rule):
+    """The geovq files a job of ``rule`` can run, as its inputs: editing one reruns that job and what
+    follows, editing any other reruns none. Read from the imports of the rule's stage (geovq.codedeps)."""
+    try:
+        paths = geovq.codedeps.code_inputs(rule, workflow.basedir)
+    except ValueError as e:
+        raise WorkflowError(str(e)) from None
+    return [str(Path(workflow.basedir) / p) for p in paths]
 
 
 def dcfg(wildcards, section):
@@ -35,13 +55,32 @@ def run_dirs():
 
 
 def final_targets():
-    """The table (which pulls in every run) and the report's figures and analyses."""
-    return [f"{RESULTS}/tables/metrics.csv", f"{RESULTS}/tables/metrics.md"] + report_targets()
+    """The tables (which pull in every run), the study's answer and the report's figures and analyses."""
+    tables = [f"{RESULTS}/tables/{t}" for t in ("metrics.csv", "metrics.md", "summary.md", "contrasts.md", "answer.md")]
+    return tables + report_targets()
+
+
+def evaluations_of(pattern):
+    """``pattern`` for every dataset x variant x seed x (quantizer, assign) the config scores."""
+    return [
+        pattern.format(dataset=d, variant=v, seed=s, quantizer=q, assign=a)
+        for d in config["datasets"]
+        for v in config["variants"]
+        for s in config["seeds"]
+        for q, a in Q.evaluations(QS)
+    ]
 
 
 def lengths_file(wc):
     """The edge lengths a geodesic quantizer runs on."""
-    return f"{RUN}/graph/knn.npz" if wc.quantizer == "graph" else f"{RUN}/graph/lengths_riemannian.npz"
+    kind = Q.get(wc.quantizer).edge_lengths
+    return f"{RUN}/graph/knn.npz" if kind == "euclidean" else f"{RUN}/graph/lengths_{kind}.npz"
+
+
+def codes_test_of(wc):
+    """The test codes of one (quantizer, assign): its own codes, or a geodesic codebook's nearest-code ones."""
+    native = Q.get(wc.quantizer).native_assign == wc.assign
+    return f"{QRUN}/codes_test.npz" if native else f"{QRUN}/codes_test_{wc.assign}.npz"
 
 
 def generative_targets():
@@ -58,8 +97,6 @@ def per_quantizer(pattern, quantizers=None):
     return lambda wc: [pattern.format(quantizer=q, **wc) for q in qs]
 
 
-GEODESIC_QS = [q for q in config["quantizers"] if q in ("graph", "riemannian")]
-POSTHOC_QS = [q for q in config["quantizers"] if q != "vqvae"]
 FIG = f"{RUN}/figures"
 
 
@@ -68,29 +105,38 @@ def labels(**extra):
 
 
 def report_targets():
+    """Figures of every run; the study's analyses (K sweep, latent map) of the first seed only."""
     runs = dict(dataset=config["datasets"], variant=config["variants"], seed=config["seeds"])
     targets = expand(f"{FIG}/reconstructions.png", **runs)
-    if "riemannian" in config["quantizers"] and "graph" in config["quantizers"]:
-        targets += expand(f"{RUN}/analysis/latent_map.png", **runs)
+    if "riemannian" in QS and "graph" in QS:
+        targets += expand(f"{RUN}/analysis/latent_map.png", **{**runs, "seed": config["seeds"][:1]})
     return targets
 
 
-def decoder_of(wc):
+def decoder_of(wc, quantizer=None):
     """Where a quantizer's code vectors become images: the VQ-VAE's own decoder, else the VAE's."""
-    return (f"{QRUN}/model.pt" if wc.quantizer == "vqvae" else f"{RUN}/vae/model.pt").format(**wc)
+    q = quantizer or wc.quantizer
+    path = f"{QRUN}/model.pt" if Q.get(q).decoder == "vqvae" else f"{RUN}/vae/model.pt"
+    return path.format(dataset=wc.dataset, variant=wc.variant, seed=wc.seed, quantizer=q)
 
 
 def latents_test_of(wc):
     """The continuous test latents a quantizer's codes approximate: the VQ-VAE's z_e, else the VAE's mu."""
-    return (f"{QRUN}/latents_test.npz" if wc.quantizer == "vqvae" else f"{RUN}/vae/latents_test.npz").format(**wc)
+    own = Q.get(wc.quantizer).decoder == "vqvae"
+    return (f"{QRUN}/latents_test.npz" if own else f"{RUN}/vae/latents_test.npz").format(**wc)
 
 
 def vqvae_arch(wc):
-    """The VAE variant's architecture keys only: the VQ-VAE shares them, not the VAE's training settings."""
+    """The VAE variant's architecture keys: the VQ-VAE shares them."""
     from geovq.train import ARCH_KEYS
 
     vae = dcfg(wc, "vae")[wc.variant]
     return {k: vae[k] for k in ARCH_KEYS[wc.variant]}
+
+
+def vqvae_training(wc):
+    """The VQ-VAE's training settings: epochs, batch size, lr and validation split are the VAE's."""
+    return Q.baseline_training(dcfg(wc, "vae")[wc.variant], dcfg(wc, "vqvae")[wc.variant])
 
 
 def retry_mem(mb):

@@ -1,7 +1,7 @@
 rule prepare_data:
     """Read a dataset from its standard files (or draw the synthetic one) into one file per split."""
     input:
-        code=lib("data"),
+        code=code_inputs("prepare_data"),
     output:
         train=f"{RESULTS}/{{dataset}}/data/train.npz",
         test=f"{RESULTS}/{{dataset}}/data/test.npz",
@@ -17,4 +17,4 @@ rule prepare_data:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/prepare_data.py"
+        "../workflow_scripts/run_stage.py"

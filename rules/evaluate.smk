@@ -1,47 +1,43 @@
 rule evaluate:
-    """Paired test-set metrics of one quantizer: reconstructions, codebook usage, prior NLL, sample quality."""
+    """Paired test-set metrics of one quantizer under one test assignment, per image and as means."""
     input:
         test=f"{RESULTS}/{{dataset}}/data/test.npz",
         model=decoder_of,
         latents_test=latents_test_of,
         codebook=f"{QRUN}/codebook.npz",
         codes_train=f"{QRUN}/codes_train.npz",
-        codes_test=f"{QRUN}/codes_test.npz",
+        codes_test=codes_test_of,
         nll=f"{QRUN}/prior/nll.json",
         sample_quality=f"{QRUN}/prior/sample_quality.json",
         recon_quality=f"{RUN}/vae/recon_quality.json",
-        code=lib("metrics", "codebook", "train", "vqvae", "models", "data"),
+        code=code_inputs("evaluate"),
     output:
-        metrics=f"{QRUN}/metrics.json",
+        metrics=f"{EVAL}/metrics.json",
+        per_image=f"{EVAL}/per_image.npz",
     params:
         dataset="{dataset}",
         variant="{variant}",
         quantizer="{quantizer}",
+        assign="{assign}",
         seed=lambda wc: int(wc.seed),
         evaluate=lambda wc: dcfg(wc, "evaluate"),
         device=config["device"],
     threads: config["threads"]
     log:
-        f"{QRUN}/logs/evaluate.log",
+        f"{QRUN}/logs/evaluate_{{assign}}.log",
     benchmark:
-        f"{QRUN}/benchmarks/evaluate.tsv"
+        f"{QRUN}/benchmarks/evaluate_{{assign}}.tsv"
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/evaluate.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule metrics_table:
-    """One table over every dataset x variant x quantizer x seed."""
+    """One table over every dataset x variant x quantizer x assign x seed."""
     input:
-        metrics=expand(
-            f"{QRUN}/metrics.json",
-            dataset=config["datasets"],
-            variant=config["variants"],
-            quantizer=config["quantizers"],
-            seed=config["seeds"],
-        ),
-        code=lib(),
+        metrics=evaluations_of(f"{EVAL}/metrics.json"),
+        code=code_inputs("metrics_table"),
     output:
         csv=report(f"{RESULTS}/tables/metrics.csv", caption="../report/metrics_table.rst", category="Metrics table"),
         md=f"{RESULTS}/tables/metrics.md",
@@ -51,4 +47,4 @@ rule metrics_table:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/metrics_table.py"
+        "../workflow_scripts/run_stage.py"

@@ -2,10 +2,10 @@
 
 
 rule knn_graph:
-    """Symmetric kNN graph of train latent cells (seeded subsample), components bridged."""
+    """Symmetric kNN graph of the shared train cells, components bridged."""
     input:
-        latents_train=f"{RUN}/vae/latents_train.npz",
-        code=lib("graph", "stages_geodesic", "codebook", "data"),
+        cells=f"{RUN}/cells.npz",
+        code=code_inputs("knn_graph"),
     output:
         graph=f"{RUN}/graph/knn.npz",
         info=f"{RUN}/graph/knn_info.json",
@@ -22,7 +22,7 @@ rule knn_graph:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/knn_graph.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule riemannian_lengths:
@@ -31,7 +31,7 @@ rule riemannian_lengths:
         graph=f"{RUN}/graph/knn.npz",
         latents_train=f"{RUN}/vae/latents_train.npz",
         model=f"{RUN}/vae/model.pt",
-        code=lib("riemann", "stages_geodesic", "train", "models"),
+        code=code_inputs("riemannian_lengths"),
     output:
         lengths=f"{RUN}/graph/lengths_riemannian.npz",
     params:
@@ -47,20 +47,20 @@ rule riemannian_lengths:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/riemannian_lengths.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule geodesic_medoids:
     """Geodesic K-medoids: Voronoi assignment by one multi-source Dijkstra pass, medoid updates, swaps."""
     input:
         lengths=lengths_file,
-        code=lib("geodesic", "stages_geodesic"),
+        code=code_inputs("geodesic_medoids"),
     output:
         codebook=f"{QRUN}/codebook.npz",
         voronoi=f"{QRUN}/voronoi.npz",
         objective=f"{QRUN}/objective.csv",
     wildcard_constraints:
-        quantizer="graph|riemannian",
+        quantizer=GEODESIC,
     params:
         seed=lambda wc: int(wc.seed),
         K=lambda wc: dcfg(wc, "codebook")["K"],
@@ -74,7 +74,7 @@ rule geodesic_medoids:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/geodesic_medoids.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule geodesic_codes:
@@ -86,12 +86,12 @@ rule geodesic_codes:
         latents_train=f"{RUN}/vae/latents_train.npz",
         latents_test=f"{RUN}/vae/latents_test.npz",
         model=f"{RUN}/vae/model.pt",
-        code=lib("geodesic", "graph", "riemann", "stages_geodesic", "codebook", "data"),
+        code=code_inputs("geodesic_codes"),
     output:
         codes_train=f"{QRUN}/codes_train.npz",
         codes_test=f"{QRUN}/codes_test.npz",
     wildcard_constraints:
-        quantizer="graph|riemannian",
+        quantizer=GEODESIC,
     params:
         seed=lambda wc: int(wc.seed),
         quantizer="{quantizer}",
@@ -108,4 +108,4 @@ rule geodesic_codes:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/geodesic_codes.py"
+        "../workflow_scripts/run_stage.py"

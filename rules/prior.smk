@@ -3,7 +3,7 @@ rule train_prior:
     input:
         codes_train=f"{QRUN}/codes_train.npz",
         codes_test=f"{QRUN}/codes_test.npz",
-        code=lib("stages_generative", "prior", "train", "data", "device"),
+        code=code_inputs("train_prior"),
     output:
         model=f"{QRUN}/prior/model.pt",
         losses=f"{QRUN}/prior/losses.csv",
@@ -27,7 +27,7 @@ rule train_prior:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/train_prior.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule sample_prior:
@@ -36,7 +36,7 @@ rule sample_prior:
         prior=f"{QRUN}/prior/model.pt",
         codebook=f"{QRUN}/codebook.npz",
         decoder=decoder_of,
-        code=lib("stages_generative", "prior", "codebook", "vqvae", "train", "models", "device"),
+        code=code_inputs("sample_prior"),
     output:
         samples=f"{QRUN}/prior/samples.npz",
         png=f"{QRUN}/prior/samples.png",
@@ -56,7 +56,7 @@ rule sample_prior:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/sample_prior.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule sample_quality:
@@ -69,7 +69,7 @@ rule sample_quality:
         codebook=f"{QRUN}/codebook.npz",
         codes_test=f"{QRUN}/codes_test.npz",
         decoder=decoder_of,
-        code=lib("stages_generative", "classifier", "frechet", "codebook", "vqvae", "train", "models", "data", "device"),
+        code=code_inputs("sample_quality"),
     output:
         quality=f"{QRUN}/prior/sample_quality.json",
     params:
@@ -89,4 +89,4 @@ rule sample_quality:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/sample_quality.py"
+        "../workflow_scripts/run_stage.py"

@@ -12,12 +12,9 @@ rule run_figures:
         codes_test=per_quantizer(f"{QRUN}/codes_test.npz"),
         codes_train=per_quantizer(f"{QRUN}/codes_train.npz"),
         codebooks=per_quantizer(f"{QRUN}/codebook.npz"),
-        decoders=lambda wc: [
-            (f"{QRUN}/model.pt" if q == "vqvae" else f"{RUN}/vae/model.pt").format(quantizer=q, **wc)
-            for q in config["quantizers"]
-        ],
+        decoders=lambda wc: [decoder_of(wc, q) for q in QS],
         objectives=per_quantizer(f"{QRUN}/objective.csv", GEODESIC_QS) if GEODESIC_QS else [],
-        code=lib("stages_report", "plots", "train", "vqvae", "codebook", "models", "data"),
+        code=code_inputs("run_figures"),
     output:
         vae_losses=report(f"{FIG}/vae_losses.png", caption="../report/vae_losses.rst", category="Training",
                           labels=labels(figure="VAE loss")),
@@ -44,7 +41,7 @@ rule run_figures:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/run_figures.py"
+        "../workflow_scripts/run_stage.py"
 
 
 rule analysis:
@@ -56,7 +53,7 @@ rule analysis:
         voronoi=per_quantizer(f"{QRUN}/voronoi.npz", GEODESIC_QS),
         model=f"{RUN}/vae/model.pt",
         latents_train=f"{RUN}/vae/latents_train.npz",
-        code=lib("stages_report", "plots", "geodesic", "codebook", "metrics", "train", "models"),
+        code=code_inputs("analysis"),
     output:
         comparison=f"{RUN}/analysis/codebook_comparison.csv",
         comparison_png=report(f"{RUN}/analysis/codebook_comparison.png", caption="../report/comparison.rst",
@@ -87,4 +84,4 @@ rule analysis:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/analysis.py"
+        "../workflow_scripts/run_stage.py"

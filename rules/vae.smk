@@ -3,7 +3,7 @@ rule train_vae:
     input:
         train=f"{RESULTS}/{{dataset}}/data/train.npz",
         test=f"{RESULTS}/{{dataset}}/data/test.npz",
-        code=lib("models", "train", "data", "device"),
+        code=code_inputs("train_vae"),
     output:
         model=f"{RUN}/vae/model.pt",
         losses=f"{RUN}/vae/losses.csv",
@@ -27,4 +27,4 @@ rule train_vae:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/train_vae.py"
+        "../workflow_scripts/run_stage.py"

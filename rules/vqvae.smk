@@ -3,7 +3,7 @@ rule train_vqvae:
     input:
         train=f"{RESULTS}/{{dataset}}/data/train.npz",
         test=f"{RESULTS}/{{dataset}}/data/test.npz",
-        code=lib("stages_generative", "vqvae", "models", "train", "data", "device"),
+        code=code_inputs("train_vqvae"),
     output:
         model=f"{RUN}/vqvae/model.pt",
         losses=f"{RUN}/vqvae/losses.csv",
@@ -16,7 +16,7 @@ rule train_vqvae:
         variant="{variant}",
         seed=lambda wc: int(wc.seed),
         vae=vqvae_arch,
-        vqvae=lambda wc: dcfg(wc, "vqvae")[wc.variant],
+        vqvae=vqvae_training,
         codebook=lambda wc: {k: dcfg(wc, "codebook")[k] for k in ("K", "train_images", "test_images")},
         device=config["device"],
     threads: config["threads"]
@@ -31,4 +31,4 @@ rule train_vqvae:
     conda:
         "../envs/geovq.yaml"
     script:
-        "../workflow_scripts/train_vqvae.py"
+        "../workflow_scripts/run_stage.py"

@@ -24,9 +24,9 @@ def run_snakemake(workdir, *args, configfile=None, check=True, env=None):
     return proc
 
 
-def planned_jobs(workdir, configfile):
-    """{rule: count} of the jobs a dry run would execute."""
-    proc = run_snakemake(workdir, "-n", "--quiet", "rules", configfile=configfile)
+def planned_jobs(workdir, configfile, *args):
+    """{rule: count} of the jobs a dry run (with further snakemake ``args``) would execute."""
+    proc = run_snakemake(workdir, "-n", "--quiet", "rules", *args, configfile=configfile)
     jobs, in_table = {}, False
     for line in (proc.stdout + proc.stderr).splitlines():
         parts = line.split()
@@ -50,7 +50,14 @@ def root():
 def test_config_run(tmp_path_factory):
     """One complete local run of config/test.yaml (``--cores 2``), shared by the workflow tests and
     the SLURM test (which compares its table and wall time with this run instead of redoing it).
-    Returns (workdir, configfile, wall seconds)."""
+    Returns (workdir, configfile, wall seconds).
+
+    GEOVQ_TEST_RUN=<dir> (for development only) reuses a directory where `snakemake --configfile
+    <dir>/config.yaml` with a copy of config/test.yaml has completed, instead of running it again."""
+    reuse = os.environ.get("GEOVQ_TEST_RUN")
+    if reuse:
+        work = Path(reuse)
+        return work, work / "config.yaml", float("nan")
     work = tmp_path_factory.mktemp("run_a")
     cfg = work / "config.yaml"
     cfg.write_text((ROOT / "config" / "test.yaml").read_text())

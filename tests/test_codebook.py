@@ -52,3 +52,57 @@ def test_kmeans_seeded_and_K_check():
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="K=400"):
         EuclideanKMeans(400).fit(x)
+
+
+# ---------------------------------------------------------------- Euclidean K-medoids (the control)
+def _blobs(n_blobs=6, per=15, dim=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=20.0, size=(n_blobs, dim))
+    return (centres[:, None] + rng.normal(size=(n_blobs, per, dim))).reshape(-1, dim).astype(np.float32)
+
+
+def test_euclidean_kmedoids_is_a_local_optimum_of_the_unsquared_objective():
+    from scipy.spatial.distance import cdist
+
+    from geovq.codebook import EuclideanKMedoids
+
+    x = _blobs()
+    km = EuclideanKMedoids(6, seed=0).fit(x)
+    D = cdist(x, x)
+    np.testing.assert_array_equal(km.labels_, D[:, km.medoids_].argmin(1))  # nearest medoid
+    assert km.objective_ == pytest.approx(D[np.arange(len(x)), km.medoids_[km.labels_]].sum(), rel=1e-5)
+    # no single swap of a medoid for a non-medoid lowers the objective (what PAM converges to)
+    best = km.objective_
+    for j in range(6):
+        for c in np.setdiff1d(np.arange(len(x)), km.medoids_):
+            trial = km.medoids_.copy()
+            trial[j] = c
+            assert D[:, trial].min(1).sum() >= best - 1e-3
+    np.testing.assert_array_equal(km.cluster_centers_, x[km.medoids_])
+    np.testing.assert_array_equal(km.predict(x), km.labels_)
+
+
+def test_geodesic_kmedoids_on_a_complete_euclidean_graph_equals_euclidean_kmedoids():
+    """graph vs kmedoids isolates the graph's shortest paths: with every pair an edge of Euclidean
+    length, geodesics are straight lines and both reach the same medoids and objective."""
+    import scipy.sparse as sp
+    from scipy.spatial.distance import cdist
+
+    from geovq.codebook import EuclideanKMedoids
+    from geovq.geodesic import GeodesicKMedoids
+
+    x = _blobs(seed=3)
+    D = cdist(x.astype(np.float64), x.astype(np.float64))
+    G = sp.csr_matrix(D)  # complete graph (the zero diagonal is no edge)
+    geo = GeodesicKMedoids(6, seed=0).fit(G, x)
+    euc = EuclideanKMedoids(6, seed=0).fit(x)
+    np.testing.assert_array_equal(np.sort(geo.medoids_), np.sort(euc.medoids_))
+    assert geo.objective_[-1] == pytest.approx(euc.objective_, rel=1e-5)
+
+
+def test_euclidean_kmedoids_refuses_too_many_cells_naming_the_key(monkeypatch):
+    import geovq.codebook as cb
+
+    monkeypatch.setattr(cb, "KMEDOIDS_MAX_CELLS", 50)
+    with pytest.raises(ValueError, match="codebook.fit_cells"):
+        cb.EuclideanKMedoids(4).fit(_blobs())

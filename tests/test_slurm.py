@@ -12,7 +12,8 @@ fails. The tests then check, from sacct and the job logs rather than from Snakem
   ask for more memory and time each;
 - profiles/slurm-noacct runs, and fails, properly on a cluster without accounting;
 - afterwards no daemon of ours is left running.
-Needs root and Debian packages (installed with apt-get when missing); skipped otherwise.
+Needs root and Debian packages (installed with apt-get when missing); skipped otherwise, and then
+.ci/run ends with a line "NOTE: SLURM tests did not run: <reason>".
 Run: .venv/bin/python -m pytest tests/test_slurm.py -x -q
 """
 
@@ -42,6 +43,8 @@ PROFILE_NOACCT = ROOT / "profiles" / "slurm-noacct" / "config.yaml"
 TEST_CONFIG = ROOT / "config" / "test.yaml"
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server"]
 DAEMONS = {"slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "slurmstepd", "slurmscriptd"}
+SLURM_SEED = 0
+SLURM_QUANTIZERS = ["kmeans", "riemannian", "vqvae"]
 GPUS = 1  # count-only GPUs of the local node; the workflow run sets config gpu=1 to request them
 NCPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 SACCT_FIELDS = "JobID,JobName,State,ReqMem,Timelimit,ReqCPUS,AllocCPUS,AllocTRES,ExitCode,Partition,Account"
@@ -179,10 +182,18 @@ class LocalSlurm:
         return subprocess.run(list(cmd), capture_output=True, text=True, env=self.env, check=check, timeout=120)
 
 
+def _note_for_ci(line):
+    """Tell .ci/run whether SLURM was exercised: it names a file in GEOVQ_SLURM_REPORT and prints a
+    NOTE from it when these tests did not run (skipped, deselected, or never reached)."""
+    if path := os.environ.get("GEOVQ_SLURM_REPORT"):
+        Path(path).write_text(line + "\n")
+
+
 @pytest.fixture(scope="module")
 def cluster(request):
     reason = _skip_reason()
     if reason:
+        _note_for_ci(f"skipped: {reason}")
         pytest.skip(f"real SLURM test skipped: {reason}")
     # not under pytest's tmp dirs: those are private to root, and munged/mariadbd run as their users
     c = LocalSlurm(tempfile.mkdtemp(prefix="geovq-slurm-"))
@@ -199,6 +210,7 @@ def cluster(request):
 
     request.addfinalizer(teardown)  # before start: a half-started cluster is stopped too
     c.start(accounting=True)
+    _note_for_ci("ran: a local SLURM cluster started")
     return c
 
 
@@ -315,6 +327,47 @@ def planned_resources(job):
             "gpu": int(r.get("gpu", 0))}
 
 
+FAKE_MAKE = """#!/bin/bash
+[ "$*" = test ] || { echo "fake make: expected 'make test', got 'make $*'"; exit 99; }
+if [ -n "$FAKE_REPORT" ]; then echo "$FAKE_REPORT" > "$GEOVQ_SLURM_REPORT"; fi
+exit "$FAKE_RC"
+"""
+
+
+@pytest.mark.parametrize("report,rc,note", [
+    ("skipped: needs root to start munged", 0, "NOTE: SLURM tests did not run: needs root to start munged"),
+    ("", 0, "NOTE: SLURM tests did not run: tests/test_slurm.py never reached its cluster"),
+    ("skipped: needs apt-get to install slurmd", 3, "NOTE: SLURM tests did not run: needs apt-get"),
+    ("ran: a local SLURM cluster started", 2, "SLURM tests ran"),
+], ids=["skipped", "never-reached", "skipped-and-failed", "ran-and-failed"])
+def test_ci_says_loudly_when_slurm_did_not_run(tmp_path, report, rc, note):
+    """.ci/run runs `make test` (here a stand-in that writes what the cluster fixture would), keeps its
+    exit status, and says whether the SLURM tests ran."""
+    (tmp_path / "make").write_text(FAKE_MAKE)
+    (tmp_path / "make").chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "FAKE_REPORT": report, "FAKE_RC": str(rc)}
+    proc = subprocess.run(["bash", str(ROOT / ".ci" / "run")], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == rc, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines and lines[-1].startswith(note), proc.stdout
+    assert ("NOTE:" in proc.stdout) == (not report.startswith("ran"))
+
+
+def test_skipped_cluster_fixture_leaves_its_reason_for_ci(tmp_path):
+    """Where the cluster cannot start (here: os.geteuid patched to a user's), the fixture writes the
+    skip reason to GEOVQ_SLURM_REPORT (and starts nothing)."""
+    (tmp_path / "not_root.py").write_text("import os\nos.geteuid = lambda: 1000\n")
+    report = tmp_path / "report"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+           "GEOVQ_SLURM_REPORT": str(report)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "not_root", "-p", "no:cacheprovider", "-q",
+                           "-o", "addopts=-rs", "--basetemp", str(tmp_path / "run"),
+                           f"{Path(__file__)}::test_daemons_stopped"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and "1 skipped" in proc.stdout, proc.stdout + proc.stderr
+    assert report.read_text() == "skipped: needs root to start munged, slurmdbd, slurmctld and slurmd\n"
+
+
 def test_profiles_differ_only_by_accounting_keys():
     """profiles/slurm-noacct is profiles/slurm plus its two keys, nothing else."""
     full = yaml.safe_load(PROFILE.read_text())
@@ -328,7 +381,10 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, test_config_run, tmp_path, ca
     """Every planned job is a COMPLETED SLURM job with the planned memory, time, CPUs and GPUs."""
     prof_dir = tmp_path / "profile"
     cluster_profile(PROFILE, prof_dir, account="root")
-    cfg = ["--configfile", str(TEST_CONFIG), "--config", f"gpu={GPUS}"]
+    # one seed and three quantizers (every kind of job, about 55 of them): the executor is under
+    # test here, not the study, and every job costs SLURM's start-up overhead
+    cfg = ["--configfile", str(TEST_CONFIG), "--config", f"gpu={GPUS}", f"seeds=[{SLURM_SEED}]",
+           f"quantizers=[{','.join(SLURM_QUANTIZERS)}]"]
 
     # what Snakemake plans, with the same profile and config: the expectations
     dry, _ = snakemake(tmp_path / "dry", prof_dir, *cfg, "-n", env=cluster.env, timeout=600)
@@ -386,12 +442,17 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, test_config_run, tmp_path, ca
     assert len({w["mem_mb"] for w in wants}) > 1 and len({w["threads"] for w in wants}) > 1
     assert any(w["gpu"] == GPUS for w in wants) and any(w["gpu"] == 0 for w in wants)
 
-    # same table as the local run (numbers may differ in the last digits: other CPUs, same seeds)
-    def table_keys(workdir):
+    # the same numbers as the local run's rows of that seed and those quantizers: jobs compute with
+    # config `threads` whatever CPUs SLURM grants, so on one machine they are identical
+    def table(workdir):
         with open(workdir / "results" / "tables" / "metrics.csv") as f:
-            return sorted((r["dataset"], r["variant"], r["quantizer"], r["seed"]) for r in csv.DictReader(f))
+            rows = [r for r in csv.DictReader(f)
+                    if r["seed"] == str(SLURM_SEED) and r["quantizer"] in SLURM_QUANTIZERS]
+        return sorted(rows, key=lambda r: (r["dataset"], r["variant"], r["quantizer"], r["assign"]))
 
-    assert table_keys(tmp_path / "slurm") == table_keys(local_dir)
+    slurm_rows, local_rows = table(tmp_path / "slurm"), table(local_dir)
+    assert len(slurm_rows) == 2 * 4  # variants x (kmeans, riemannian/geodesic, riemannian/nearest, vqvae)
+    assert slurm_rows == local_rows
 
 
 def test_failing_job_fails_run_with_slurm_job_id(cluster, tmp_path):

@@ -1,4 +1,4 @@
-"""Bad input to the geodesic stages, run as Snakemake runs them (geovq.stages.entry): one line on
+"""Bad input to the geodesic stages, run as Snakemake runs them (geovq.stages.runner.entry): one line on
 stderr naming the file or config key and what was expected, exit status 1, no output written."""
 
 import json
@@ -10,8 +10,9 @@ import pytest
 
 from geovq.config import validate
 from geovq.io import save_npz
-from geovq.stages import entry
-from geovq.stages_geodesic import geodesic_medoids, knn_graph
+from geovq.stages.runner import entry
+from geovq.stages.codebook import train_cells
+from geovq.stages.geodesic import geodesic_medoids, knn_graph
 
 DEFAULTS = validate({"datasets": ["synthetic"]})
 
@@ -24,8 +25,8 @@ class Files(SimpleNamespace):
 
 
 def job(tmp_path, rule, inputs, outputs, **params):
-    """What a Snakemake ``script:`` job hands to geovq.stages.entry, outputs under tmp_path."""
-    return SimpleNamespace(rule=rule, threads=1, log=[str(tmp_path / f"{rule}.log")],
+    """What a Snakemake ``script:`` job hands to geovq.stages.runner.entry, outputs under tmp_path."""
+    return SimpleNamespace(rule=rule, threads=1, config={"threads": 1}, log=[str(tmp_path / f"{rule}.log")],
                            input=Files(**inputs), output=Files(**{k: str(tmp_path / v) for k, v in outputs.items()}),
                            params=SimpleNamespace(seed=0, **params))
 
@@ -48,6 +49,13 @@ def latents(path, mu):
     return str(path)
 
 
+def cells(tmp_path, mu):
+    """The train_cells stage over latents ``mu``: every cell (fit_cells null), as knn_graph reads them."""
+    path = latents(tmp_path / "latents_train.npz", mu)
+    entry(job(tmp_path, "train_cells", {"latents_train": path}, {"cells": "cells.npz"}, fit_cells=None), train_cells)
+    return str(tmp_path / "cells.npz")
+
+
 def two_clusters(n=40, c=3):
     """Two tight blobs 1000 apart: a k=3 graph over them has two components."""
     rng = np.random.default_rng(0)
@@ -67,32 +75,31 @@ def test_nan_latents(tmp_path, capsys):
     mu = two_clusters()
     mu[5, 1] = np.nan
     path = latents(tmp_path / "latents_train.npz", mu)
-    smk = job(tmp_path, "knn_graph", {"latents_train": path}, GRAPH_OUT, graph=graph_params(k=3))
-    fails_cleanly(smk, knn_graph, capsys, path, "NaN")
+    smk = job(tmp_path, "train_cells", {"latents_train": path}, {"cells": "cells.npz"}, fit_cells=None)
+    fails_cleanly(smk, train_cells, capsys, path, "NaN")
 
 
 def test_k_not_below_number_of_nodes(tmp_path, capsys):
-    path = latents(tmp_path / "latents_train.npz", two_clusters(n=8))
-    smk = job(tmp_path, "knn_graph", {"latents_train": path}, GRAPH_OUT, graph=graph_params(k=8))
-    fails_cleanly(smk, knn_graph, capsys, "config key 'graph.k'", "k=8", "number of graph nodes 8", "latents_train.npz")
+    path = cells(tmp_path, two_clusters(n=8))
+    smk = job(tmp_path, "knn_graph", {"cells": path}, GRAPH_OUT, graph=graph_params(k=8))
+    fails_cleanly(smk, knn_graph, capsys, "config key 'graph.k'", "k=8", "number of graph nodes 8", "cells.npz",
+                  "codebook.fit_cells")
 
 
 def test_disconnected_graph_without_bridging(tmp_path, capsys):
-    path = latents(tmp_path / "latents_train.npz", two_clusters())
-    smk = job(tmp_path, "knn_graph", {"latents_train": path}, GRAPH_OUT,
-                    graph=graph_params(k=3, bridge=False))
+    path = cells(tmp_path, two_clusters())
+    smk = job(tmp_path, "knn_graph", {"cells": path}, GRAPH_OUT, graph=graph_params(k=3, bridge=False))
     fails_cleanly(smk, knn_graph, capsys, "2 connected components", "'graph.bridge'")
     # with bridging (the default) the same latents give one connected graph
-    smk = job(tmp_path, "knn_graph", {"latents_train": path}, GRAPH_OUT, graph=graph_params(k=3))
+    smk = job(tmp_path, "knn_graph", {"cells": path}, GRAPH_OUT, graph=graph_params(k=3))
     entry(smk, knn_graph)
     info = json.loads((tmp_path / "knn_info.json").read_text())
     assert info["n_components"] == 2 and info["n_bridges"] == 1
 
 
 def test_more_codes_than_nodes(tmp_path, capsys):
-    path = latents(tmp_path / "latents_train.npz", two_clusters())
-    entry(job(tmp_path, "knn_graph", {"latents_train": path}, GRAPH_OUT, graph=graph_params(k=3)),
-          knn_graph)
+    path = cells(tmp_path, two_clusters())
+    entry(job(tmp_path, "knn_graph", {"cells": path}, GRAPH_OUT, graph=graph_params(k=3)), knn_graph)
     smk = job(tmp_path, "geodesic_medoids", {"lengths": str(tmp_path / "knn.npz")},
                     {"codebook": "codebook.npz", "voronoi": "voronoi.npz", "objective": "objective.csv"},
                     K=41, medoids=DEFAULTS["medoids"])

@@ -2,16 +2,20 @@
 
 Checks what a user relies on: the whole DAG runs; a second run does nothing; a config change
 reruns exactly the stages it affects; new datasets/seeds add only their jobs; bad config and
-missing data fail with one line naming the key or the places looked; same seed, same numbers.
+missing data fail with one line naming the key or the places looked; same seed, same numbers; a
+library edit (its mtime) reruns exactly the jobs whose stages import it (geovq.codedeps).
 """
 
+import contextlib
 import copy
 import json
+import os
 
 import numpy as np
 import pytest
 import yaml
 
+import geovq.quantizers as Q
 from conftest import ROOT, planned_jobs, run_snakemake
 from test_data import make_idx_dataset
 
@@ -44,20 +48,157 @@ def result_rows(work):
     return pd.read_csv(work / "results" / "tables" / "metrics.csv")
 
 
+# ---------------------------------------------------------------- what the config implies
+VARIANTS, SEEDS, QS = TEST_CONFIG["variants"], TEST_CONFIG["seeds"], TEST_CONFIG["quantizers"]
+R = len(TEST_CONFIG["datasets"]) * len(VARIANTS) * len(SEEDS)  # runs: one trained VAE each
+GEO = Q.geodesic(QS)
+EUC = Q.built_by("euclidean_codebook", QS)
+POST = Q.posthoc(QS)
+
+
+def n_evals(qs):
+    """Evaluations per run of quantizers ``qs``: one per (quantizer, assign)."""
+    return sum(len(Q.get(q).assigns) for q in qs)
+
+
+TABLES = {"metrics_table": 1, "study_tables": 1, "all": 1}
+
+
+def after_codes(qs, runs=R, analysis=None):
+    """Every job that follows new codes of quantizers ``qs`` in ``runs`` runs (priors, samples,
+    their quality, evaluations, figures, the analysis of the first seed, the tables)."""
+    n = runs * len(qs)
+    plan = {"train_prior": n, "sample_prior": n, "sample_quality": n, "evaluate": runs * n_evals(qs),
+            "run_figures": runs, **TABLES}
+    if analysis:
+        plan["analysis"] = analysis
+    return plan
+
+
 def test_full_run_produces_table(done):
     work, _ = done
     df = result_rows(work)
-    expected = {(v, q) for v in TEST_CONFIG["variants"] for q in TEST_CONFIG["quantizers"]}
-    assert set(zip(df.variant, df.quantizer)) == expected
+    K = TEST_CONFIG["codebook"]["K"]
+    expected = {(v, q, a, s) for v in VARIANTS for q, a in Q.evaluations(QS) for s in SEEDS}
+    assert set(zip(df.variant, df.quantizer, df["assign"], df.seed)) == expected and len(df) == len(expected)
     assert (df.n_test_images == TEST_CONFIG["codebook"]["test_images"]).all()
-    assert df.psnr_quant_real.between(5, 60).all() and df.ssim_quant_real.between(-1, 1).all()
+    post = df[df.quantizer.isin(POST)]
+    assert (post.mse_quant_cont > 0).all() and post.mse_cont_real.notna().all()
+    # per image, the three errors are distances between three images: the triangle inequality holds
+    # for their root-mean-squares, and PSNR is 10 log10(1 / MSE) of the same pair
+    for v, q, a, s in zip(post.variant, post.quantizer, post["assign"], post.seed):
+        per = np.load(work / "results" / "synthetic" / v / f"seed{s}" / q / "eval" / a / "per_image.npz")
+        qr, cr, qc = (np.sqrt(per[f"mse_{n}"]) for n in ("quant_real", "cont_real", "quant_cont"))
+        assert (np.abs(qr - cr) <= qc + 1e-6).all() and (qr <= cr + qc + 1e-6).all(), (v, q, a, s)
+        np.testing.assert_allclose(per["psnr_quant_real"], -10 * np.log10(per["mse_quant_real"]), rtol=1e-6)
+    assert df.test_perplexity.between(1, K).all() and df.train_perplexity.between(1, K).all()
+    assert (df.test_codes_used + df.test_dead_codes == K).all()
+    own = df[[a == Q.get(q).native_assign for q, a in zip(df.quantizer, df["assign"])]]
+    for col in ("test_bits_per_token", "fd_samples_real", "fd_quant_recon_real", "fd_real_train_real"):
+        assert np.isfinite(own[col]).all() and (own[col] > 0).all(), col
+    other = df.drop(own.index)
+    assert len(other) == R * len(GEO) and other.test_bits_per_token.isna().all()  # not its prior's codes
+    vq = df[df.quantizer == "vqvae"]
+    assert vq.mse_cont_real.isna().all() and vq.mse_quant_cont.isna().all() and vq.fd_cont_recon_real.isna().all()
+    assert (vq.mse_ze_real > 0).all() and (vq.mse_quant_ze > 0).all()
     md = (work / "results" / "tables" / "metrics.md").read_text()
     assert md.count("| synthetic") == len(df)
-    for v in TEST_CONFIG["variants"]:
+    for v in VARIANTS:
         run = work / "results" / "synthetic" / v / "seed0"
         assert (run / "vae" / "losses.csv").read_text().count("\n") == TEST_CONFIG["vae"][v]["epochs"] + 1
         assert (run / "logs" / "train_vae.log").read_text().count("epoch ") == TEST_CONFIG["vae"][v]["epochs"]
         assert (run / "benchmarks" / "train_vae.tsv").exists()
+
+
+def test_every_evaluation_scores_the_same_test_images_and_per_image_values_add_up(done):
+    """Pairing: every quantizer, assignment and seed scores the same test images (and within a run
+    every quantizer codes the same train images for its prior); metrics.json holds the per-image means."""
+    work, _ = done
+    results = work / "results" / "synthetic"
+    index, train_index = None, {}
+    for v in VARIANTS:
+        for s in SEEDS:
+            for q, a in Q.evaluations(QS):
+                ev = results / v / f"seed{s}" / q / "eval" / a
+                per = np.load(ev / "per_image.npz")
+                if index is None:
+                    index = per["image_index"]
+                np.testing.assert_array_equal(per["image_index"], index, err_msg=str(ev))
+                assert (str(per["quantizer"]), str(per["assign"]), int(per["seed"])) == (q, a, s)
+                metrics = json.loads((ev / "metrics.json").read_text())
+                for name in ("mse_quant_real", "psnr_quant_real", "ssim_quant_real", "mse_quant_cont"):
+                    if np.isfinite(per[name]).any():
+                        assert metrics[name] == pytest.approx(float(per[name].mean()), rel=1e-9), (ev, name)
+                    else:
+                        assert metrics[name] is None
+                codes = np.load(results / v / f"seed{s}" / q / "codes_train.npz")["image_index"]
+                np.testing.assert_array_equal(codes, train_index.setdefault((v, s), codes))
+    assert len(index) == TEST_CONFIG["codebook"]["test_images"]
+
+
+def test_every_posthoc_quantizer_is_fitted_on_the_same_train_cells(done):
+    work, _ = done
+    for v in VARIANTS:
+        for s in SEEDS:
+            run = work / "results" / "synthetic" / v / f"seed{s}"
+            ids = np.load(run / "cells.npz")["ids"]
+            n_cells = np.load(run / "vae" / "latents_train.npz")["mu"][0, 0].size * TEST_CONFIG["dataset_options"]["n_train"]
+            assert len(ids) == min(TEST_CONFIG["codebook"]["fit_cells"], n_cells) and len(np.unique(ids)) == len(ids)
+            np.testing.assert_array_equal(np.load(run / "graph" / "knn.npz")["nodes"], ids)
+            for q in POST:
+                np.testing.assert_array_equal(np.load(run / q / "codebook.npz")["fit_cell_ids"], ids, err_msg=f"{run}/{q}")
+            medoids = np.load(run / "kmedoids" / "codebook.npz")["medoid_cells"]
+            assert np.isin(medoids, ids).all()
+
+
+def test_vqvae_trains_with_its_vaes_settings(done):
+    """The baseline shares what the config calls shared: read from both checkpoints."""
+    import torch
+
+    work, _ = done
+    for v in VARIANTS:
+        run = work / "results" / "synthetic" / v / "seed0"
+        vae = torch.load(run / "vae" / "model.pt", weights_only=True)
+        vq = torch.load(run / "vqvae" / "model.pt", weights_only=True)
+        assert vae["arch"] == vq["arch"]
+        for key in Q.SHARED_TRAINING:
+            assert vq["training"][key] == vae["training"][key], (v, key)
+        assert vq["K"] == TEST_CONFIG["codebook"]["K"]
+
+
+def test_study_tables_answer_every_contrast(done):
+    import pandas as pd
+
+    work, _ = done
+    tables = work / "results" / "tables"
+    summary = pd.read_csv(tables / "summary.csv")
+    assert len(summary) == len(VARIANTS) * n_evals(QS) and (summary.n_seeds == len(SEEDS)).all()
+    df = result_rows(work)
+    row = df[(df.variant == "spatial") & (df.quantizer == "kmeans")]
+    got = summary[(summary.variant == "spatial") & (summary.quantizer == "kmeans")]
+    assert float(got.mse_quant_real_mean.iloc[0]) == pytest.approx(row.mse_quant_real.mean(), rel=1e-4)
+    c = pd.read_csv(tables / "contrasts.csv")
+    from geovq.config import validate
+
+    specs = validate(copy.deepcopy(TEST_CONFIG))["contrasts"]
+    assert set(c.contrast) == {f"{s['a']} \u2212 {s['b']}" for s in specs}
+    assert (c.n_seeds == len(SEEDS)).all() and (c.n_images == TEST_CONFIG["codebook"]["test_images"]).all()
+    assert (c.diff_lo <= c["diff"]).all() and (c["diff"] <= c.diff_hi).all() and c.p_value.between(0, 1).all()
+    # one contrast recomputed from the per-image files
+    from geovq.stats import paired_contrast
+
+    ev = work / "results" / "synthetic" / "spatial"
+    d = np.stack([np.load(ev / f"seed{s}" / "riemannian" / "eval" / "geodesic" / "per_image.npz")["mse_quant_real"]
+                  - np.load(ev / f"seed{s}" / "graph" / "eval" / "geodesic" / "per_image.npz")["mse_quant_real"]
+                  for s in SEEDS])
+    ref = paired_contrast(d)
+    got = c[(c.variant == "spatial") & (c.contrast == "riemannian/geodesic \u2212 graph/geodesic")
+            & (c.metric == "mse_quant_real")].iloc[0]
+    assert got["diff"] == pytest.approx(ref["mean"], rel=1e-4, abs=1e-12)
+    assert got["diff_lo"] == pytest.approx(ref["lo"], rel=1e-4, abs=1e-12)
+    answer = (tables / "answer.md").read_text()
+    for spec in specs:
+        assert f"{spec['a']} \u2212 {spec['b']}" in answer, spec
 
 
 def reordered(value):
@@ -67,53 +208,81 @@ def reordered(value):
     return value
 
 
+def nothing_to_do(work, cfg):
+    proc = run_snakemake(work, "-n", configfile=cfg)
+    return "Nothing to be done" in proc.stdout + proc.stderr
+
+
 def test_second_run_does_nothing(done, tmp_path):
     work, cfg = done
-    assert planned_jobs(work, cfg) == {}
+    assert nothing_to_do(work, cfg)
     # the same settings listed in another order are the same settings
     same = tmp_path / "reordered.yaml"
     same.write_text(yaml.safe_dump(reordered(TEST_CONFIG), sort_keys=False))
-    assert planned_jobs(work, same) == {}
+    assert nothing_to_do(work, same)
 
 
 def test_codebook_change_reruns_only_codebook_and_after(done, tmp_path):
     work, _ = done
-    n_var = len(TEST_CONFIG["variants"])
     jobs = planned_jobs(work, write_config(tmp_path / "k.yaml", codebook__K=8))
-    for untouched in ("prepare_data", "train_vae", "knn_graph", "riemannian_lengths", "train_classifier"):
-        assert untouched not in jobs, jobs
-    assert jobs["kmeans_codebook"] == n_var and jobs["geodesic_medoids"] == 2 * n_var
-    assert jobs["geodesic_codes"] == 2 * n_var and jobs["train_vqvae"] == n_var
-    assert jobs["evaluate"] == n_var * len(TEST_CONFIG["quantizers"]) and jobs["metrics_table"] == 1
+    assert jobs == {"train_vqvae": R, "euclidean_codebook": R * len(EUC), "geodesic_medoids": R * len(GEO),
+                    "geodesic_codes": R * len(GEO), "nearest_codes": R * len(GEO),
+                    **after_codes(QS, analysis=len(VARIANTS))}, jobs
 
 
 def test_graph_k_change_reruns_graph_and_after(done, tmp_path):
     work, _ = done
-    n_var = len(TEST_CONFIG["variants"])
     jobs = planned_jobs(work, write_config(tmp_path / "g.yaml", graph={**TEST_CONFIG["graph"], "k": 8}))
-    for untouched in ("train_vae", "kmeans_codebook", "train_vqvae"):
-        assert untouched not in jobs, jobs
-    assert jobs["knn_graph"] == n_var and jobs["riemannian_lengths"] == n_var
-    assert jobs["geodesic_medoids"] == 2 * n_var and jobs["geodesic_codes"] == 2 * n_var
+    assert jobs == {"knn_graph": R, "riemannian_lengths": R, "geodesic_medoids": R * len(GEO),
+                    "geodesic_codes": R * len(GEO), "nearest_codes": R * len(GEO),
+                    **after_codes(GEO, analysis=len(VARIANTS))}, jobs
 
 
 def test_vae_change_reruns_vae_and_after(done, tmp_path):
+    """beta of the spatial VAE: its runs from the VAE on; not the VQ-VAE (beta is not shared) nor
+    the vanilla runs; the VQ-VAE's evaluation only for the VAE's reference row it reads."""
     work, _ = done
-    spatial = {**TEST_CONFIG["vae"]["spatial"], "epochs": 3}
+    spatial = {**TEST_CONFIG["vae"]["spatial"], "beta": 0.5}
     jobs = planned_jobs(work, write_config(tmp_path / "v.yaml", vae__spatial=spatial))
-    assert jobs.get("train_vae") == 1 and "prepare_data" not in jobs  # only the spatial VAE
-    assert jobs["kmeans_codebook"] == 1 and jobs["knn_graph"] == 1 and jobs["metrics_table"] == 1
-    assert "train_vqvae" not in jobs and "train_classifier" not in jobs  # neither depends on the VAE
+    S = len(SEEDS)
+    plan = {"train_vae": S, "recon_quality": S, "train_cells": S, "euclidean_codebook": S * len(EUC),
+            "knn_graph": S, "riemannian_lengths": S, "geodesic_medoids": S * len(GEO),
+            "geodesic_codes": S * len(GEO), "nearest_codes": S * len(GEO),
+            **after_codes(POST, runs=S, analysis=1)}
+    plan["evaluate"] += S * n_evals(["vqvae"])
+    assert jobs == plan, jobs
+
+
+def job_wildcards(work, cfg):
+    """(rule, wildcards dict) of every job a dry run plans."""
+    proc = run_snakemake(work, "-n", configfile=cfg)
+    jobs, rule = [], None
+    for line in proc.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("rule ") and line.endswith(":"):
+            rule = line[5:-1]
+            jobs.append((rule, {}))
+        elif line.startswith("wildcards:") and jobs:
+            jobs[-1][1].update(kv.split("=", 1) for kv in line[len("wildcards:"):].strip().split(", "))
+    return jobs
 
 
 def test_new_dataset_and_seed_add_only_their_jobs(done, tmp_path):
     work, _ = done
     make_idx_dataset(work / "data" / "MNIST" / "raw", n_train=40, n_test=20)
-    jobs = planned_jobs(work, write_config(tmp_path / "d.yaml", datasets=["synthetic", "mnist"]))
-    n_var = len(TEST_CONFIG["variants"])
-    assert jobs["prepare_data"] == 1 and jobs["train_vae"] == n_var  # mnist's, none of synthetic's
-    jobs = planned_jobs(work, write_config(tmp_path / "s.yaml", seeds=[0, 1]))
-    assert "prepare_data" not in jobs and jobs["train_vae"] == n_var
+    both = write_config(tmp_path / "d.yaml", datasets=["synthetic", "mnist"])
+    alone = write_config(tmp_path / "mnist.yaml", datasets=["mnist"])
+    # exactly what mnist alone needs in an empty directory, plus the tables over both
+    fresh = planned_jobs(tmp_path / "empty", alone)
+    assert planned_jobs(work, both) == {**fresh, **TABLES}
+    for rule, wc in job_wildcards(work, both):
+        assert wc.get("dataset", "mnist") == "mnist", (rule, wc)
+    new_seed = write_config(tmp_path / "s.yaml", seeds=SEEDS + [7])
+    fresh = planned_jobs(tmp_path / "empty7", write_config(tmp_path / "s7.yaml", seeds=[7]))
+    expected = {k: v for k, v in fresh.items() if k not in ("prepare_data", "train_classifier", "analysis")}
+    assert planned_jobs(work, new_seed) == {**expected, **TABLES}
+    for rule, wc in job_wildcards(work, new_seed):
+        assert wc.get("seed", "7") == "7", (rule, wc)
 
 
 def test_bad_config_fails_naming_key(tmp_path):
@@ -137,11 +306,11 @@ def test_same_seed_same_codes_and_metrics(done, tmp_path_factory):
     every quantizer, evaluation; not the priors and figures): identical arrays and numbers."""
     work_a, cfg = done
     work_b = tmp_path_factory.mktemp("run_b")
-    runs = sorted((work_a / "results").glob("*/*/seed*/*/metrics.json"))  # not the classifier's
+    runs = sorted((work_a / "results").glob("*/*/seed0/*/eval/*/metrics.json"))  # seed 0's
     targets = [str(p.relative_to(work_a)) for p in runs]
-    assert len(targets) == len(TEST_CONFIG["variants"]) * len(TEST_CONFIG["quantizers"])
+    assert len(targets) == len(VARIANTS) * n_evals(QS)
     run_snakemake(work_b, *targets, configfile=cfg)
-    for path in sorted((work_a / "results").rglob("codes_*.npz")):
+    for path in sorted((work_a / "results").rglob("seed0/**/codes_*.npz")):
         rel = path.relative_to(work_a)
         a, b = np.load(path), np.load(work_b / rel)
         np.testing.assert_array_equal(a["codes"], b["codes"], err_msg=str(rel))
@@ -151,7 +320,8 @@ def test_same_seed_same_codes_and_metrics(done, tmp_path_factory):
 
 
 def test_report_builds_with_table_and_figures(done):
-    """snakemake --report: every figure a non-empty PNG of the configured width; the table's rows inside."""
+    """snakemake --report: every figure file of the run embedded byte for byte (not just one of its
+    name), each a non-blank PNG of the configured width; the table's rows and the answer inside."""
     import base64
     import re
 
@@ -161,22 +331,106 @@ def test_report_builds_with_table_and_figures(done):
     work, cfg = done
     run_snakemake(work, "--report", "report.html", configfile=cfg)
     html = (work / "report.html").read_text()
-    embedded = {
-        name: base64.b64decode(data)
-        for name, data in re.findall(r"data:[\w/+.-]+;charset=utf8;filename=([\w.-]+);base64,([A-Za-z0-9+/=]+)", html)
-    }
-    table = embedded["metrics.html"].decode()
+    embedded = [(name, base64.b64decode(data)) for name, data in
+                re.findall(r"data:[\w/+.-]+;charset=utf8;filename=([\w.-]+);base64,([A-Za-z0-9+/=]+)", html)]
+    payloads = {data for _, data in embedded}
+    (table,) = [data.decode() for name, data in embedded if name == "metrics.html"]
     df = pd.read_csv(work / "results" / "tables" / "metrics.csv")
     assert table.count("<tr") - 1 == len(df)  # header row + one per result row
     for row in df.itertuples():
         assert f"<td>{row.quantizer}</td>" in table
+    (answer,) = [data.decode() for name, data in embedded if name == "answer.html"]
+    assert "riemannian/geodesic \u2212 graph/geodesic" in answer
     width = round(TEST_CONFIG["report"]["fig_width"] * TEST_CONFIG["report"]["dpi"])
     figures = sorted((work / "results").rglob("figures/*.png")) + sorted((work / "results").rglob("analysis/*.png"))
-    n_q = len(TEST_CONFIG["quantizers"])
-    assert len(figures) == len(TEST_CONFIG["variants"]) * (5 + n_q + 4)
+    n_q = len(QS)
+    # per run: 5 figures + a decoded codebook per quantizer; the analyses (4) of the first seed
+    assert len(figures) == len(VARIANTS) * len(SEEDS) * (5 + n_q) + len(VARIANTS) * 4
     for png in figures:
+        assert png.read_bytes() in payloads, f"{png.relative_to(work)} is not in the report"
         with Image.open(png) as im:
             assert im.format == "PNG" and im.size[0] == width and im.size[1] > 50, png
-            lo, hi = im.convert("L").getextrema()
-            assert hi - lo > 50, f"{png} is blank"
-    assert sum(1 for n in embedded if n.endswith(".png")) >= len({p.name for p in figures})
+            grey = np.asarray(im.convert("L"))
+            # more than axes and labels: a real plot or image grid has many grey levels
+            assert len(np.unique(grey)) > 20, f"{png} looks blank"
+
+
+# ---------------------------------------------------------------- code inputs read from the imports
+def loaded_modules(log):
+    """The geovq modules a job's process had loaded when its stage returned (runner.entry's line)."""
+    for line in log.read_text().splitlines():
+        if "] geovq modules: " in line:
+            return line.split("] geovq modules: ", 1)[1].split()
+    return None
+
+
+def module_file(module):
+    path = ROOT.joinpath(*module.split("."))
+    return (path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).relative_to(ROOT).as_posix()
+
+
+def test_every_job_loaded_only_its_code_inputs(done):
+    """What each job of the complete run really imported (sys.modules after its stage) is among
+    the code inputs geovq.codedeps computes for its rule: a missed import would be a stale result."""
+    from geovq.codedeps import Source, code_inputs
+
+    work, _ = done
+    results = work / "results"
+    logs = sorted(p for p in results.rglob("*.log") if "logs" in p.relative_to(results).parts)
+    ran = set()
+    for log in logs:
+        rule = log.stem  # rules log to <rule>.log, evaluate to evaluate_<assign>.log
+        if rule.startswith("evaluate_"):
+            rule = "evaluate"
+        modules = loaded_modules(log)
+        assert modules and "geovq.stages.runner" in modules, f"{log}: no 'geovq modules:' line"
+        missing = {module_file(m) for m in modules} - set(code_inputs(rule, ROOT))
+        assert not missing, f"{log.relative_to(work)}: rule {rule} loaded {sorted(missing)}, not among its code inputs"
+        ran.add(rule)
+    assert ran == set(Source(ROOT).registry())  # every stage ran in the test config
+
+
+# Snakemake takes an input newer than an output for a change unless the input's checksum, recorded
+# when the job ran, is unchanged: with no file eligible for checksums a newer mtime is an edit.
+BY_MTIME = ("--max-checksum-file-size", "0")
+
+
+@contextlib.contextmanager
+def touched(rel):
+    """ROOT/rel with its mtime set to now (contents unchanged), as an edit looks to Snakemake's mtime
+    trigger (dry-run with BY_MTIME); the original mtime restored after."""
+    path = ROOT / rel
+    st = path.stat()
+    os.utime(path)
+    try:
+        yield
+    finally:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_touching_the_decoder_rewrite_reruns_the_riemannian_lengths_and_after(done):
+    """geovq/jvp.py is imported by geovq.riemann: the Riemannian lengths, the geodesic codes (one
+    stage for both geodesic quantizers, which computes metrics of new cells for `riemannian`), the
+    analysis (it decodes along geodesics) and what follows; no VAE, k-means or VQ-VAE job."""
+    work, cfg = done
+    with touched("geovq/jvp.py"):
+        jobs = planned_jobs(work, cfg, *BY_MTIME)
+    riem = [q for q in GEO if Q.get(q).edge_lengths == "riemannian"]
+    assert jobs == {"riemannian_lengths": R, "geodesic_medoids": R * len(riem), "geodesic_codes": R * len(GEO),
+                    "nearest_codes": R * len(GEO), **after_codes(GEO, analysis=len(VARIANTS))}, jobs
+
+
+def test_touching_the_evaluate_stage_reruns_evaluate_and_the_tables_only(done):
+    work, cfg = done
+    with touched("geovq/stages/evaluate.py"):
+        jobs = planned_jobs(work, cfg, *BY_MTIME)
+    assert jobs == {"evaluate": R * n_evals(QS), **TABLES}, jobs
+
+
+def test_touching_the_geodesic_stages_reruns_no_vae_kmeans_or_vqvae(done):
+    work, cfg = done
+    with touched("geovq/stages/geodesic.py"):
+        jobs = planned_jobs(work, cfg, *BY_MTIME)
+    assert jobs == {"knn_graph": R, "riemannian_lengths": R, "geodesic_medoids": R * len(GEO),
+                    "geodesic_codes": R * len(GEO), "nearest_codes": R * len(GEO),
+                    **after_codes(GEO, analysis=len(VARIANTS))}, jobs

@@ -1,81 +1,24 @@
-"""Pipeline stages of the generative side: classifier, VQ-VAE, code priors, samples and their quality.
+"""Stages of rules/prior.smk: code priors, samples drawn from them and their quality.
 
-Same conventions as geovq.stages: one function per rule, ``stage(inp, out, params, log)``,
-inputs checked before anything is written, every output written atomically.
+Inputs are checked before anything is written; every output is written atomically.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from geovq.artifacts import as_uint8, load_codes, read_classifier, write_csv
 from geovq.io import GeovqError, load_json, load_npz, save_json, save_npz
-from geovq.stages import _device, _latents, code_subset, load_codes, write_csv
+from geovq.stages.runner import device_of, log_result
 
 
-def _uint8(images):
-    """Float images in [0, 1] -> uint8, the form real images have (and samples are stored in)."""
-    import torch
-
-    return torch.as_tensor(images).mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
-
-
-def _log_result(log, result):
-    log(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
-
-
-# ---------------------------------------------------------------- classifier
-def train_classifier(inp, out, params, log):
-    from geovq.classifier import predict, save_classifier, train_classifier as fit
-    from geovq.data import load_prepared
-    from geovq.device import seed_everything
-
-    cfg = dict(params.classifier)
-    seed_everything(cfg["seed"])
-    device = _device(params)
-    train_x, train_y = load_prepared(inp.train)
-    test_x, test_y = load_prepared(inp.test)
-    model, rows = fit(train_x, train_y, cfg, seed=cfg["seed"], device=device, log=log)
-    acc = float((predict(model, test_x, device) == test_y.numpy()).mean())
-    log(f"test accuracy {acc:.4f} on {len(test_x)} images")
-    save_classifier(out.model, model, cfg, dataset=params.dataset)
-    write_csv(out.losses, rows)
-    save_json(out.metrics, {"dataset": params.dataset, "test_accuracy": acc, "n_test_images": len(test_x),
-                            "val_accuracy": rows[-1]["val_acc"], "epochs": len(rows)})
-
-
-# ---------------------------------------------------------------- VQ-VAE
-def train_vqvae(inp, out, params, log):
-    from geovq.data import load_prepared
-    from geovq.device import seed_everything
-    from geovq.vqvae import encode_codes, save_vqvae, train_vqvae as fit
-
-    seed_everything(params.seed)
-    device = _device(params)
-    K = params.codebook["K"]
-    train_x, train_y = load_prepared(inp.train)
-    test_x, test_y = load_prepared(inp.test)
-    model, rows = fit(params.variant, train_x, dict(params.vae), dict(params.vqvae), K,
-                      seed=params.seed, device=device, log=log)
-    save_vqvae(out.model, model, dict(params.vae), dataset=params.dataset)
-    write_csv(out.losses, rows)
-    save_npz(out.codebook, codebook=model.vq.embedding.cpu().numpy().astype(np.float32), K=np.int64(K))
-    for x, y, split, path in ((train_x, train_y, "train", out.codes_train), (test_x, test_y, "test", out.codes_test)):
-        z_e, codes = encode_codes(model, x, device)
-        idx = code_subset(len(x), params.codebook[f"{split}_images"], params.seed, split)
-        save_npz(path, codes=codes[idx], image_index=idx, labels=y.numpy()[idx], K=np.int64(K))
-        log(f"{split} codes {codes[idx].shape} for {len(idx)} images")
-        if split == "test":  # every test image, like the VAE's latents_test: z_e before quantization
-            save_npz(out.latents_test, mu=z_e, labels=y.numpy())
-
-
-# ---------------------------------------------------------------- prior
 def train_prior(inp, out, params, log):
     from geovq.data import subset_indices
     from geovq.device import seed_everything
     from geovq.prior import check_codes, nll_bits, save_prior, train_prior as fit
 
     seed_everything(params.seed)
-    device = _device(params)
+    device = device_of(params)
     cfg = dict(params.prior)
     train = load_codes(inp.codes_train)
     K = int(train["K"])
@@ -133,14 +76,14 @@ def sample_prior(inp, out, params, log):
     from geovq.train import decode
 
     gen = seed_everything(params.seed)
-    device = _device(params)
+    device = device_of(params)
     cfg = dict(params.sample)
     prior = load_prior(inp.prior, device, dataset=params.dataset)
     decoder, codebook = _decoder_and_codebook(inp, params, prior.config, device)
     n = cfg["n"]
     labels = np.arange(n) % prior.config.n_classes if prior.conditional else None
     codes = sample(prior, n, labels=labels, temperature=cfg["temperature"], top_k=cfg["top_k"], generator=gen)
-    images = _uint8(decode(decoder, quantize(codebook, codes), device))
+    images = as_uint8(decode(decoder, quantize(codebook, codes), device))
     log(f"{n} samples: codes {codes.shape}, {len(np.unique(codes))} distinct codes used, images {tuple(images.shape)}")
     arrays = {"codes": codes, "images": images.numpy(), "K": np.int64(prior.config.K)}
     if labels is not None:
@@ -153,13 +96,6 @@ def sample_prior(inp, out, params, log):
         save_image(make_grid(shown, nrow=nrow, padding=2, pad_value=1.0), tmp)
 
 
-# ---------------------------------------------------------------- quality via classifier features
-def _classifier(inp, params, device):
-    from geovq.classifier import load_classifier
-
-    return load_classifier(inp.classifier, device, dataset=params.dataset)
-
-
 def sample_quality(inp, out, params, log):
     from geovq.classifier import features_and_predictions
     from geovq.codebook import quantize
@@ -167,8 +103,8 @@ def sample_quality(inp, out, params, log):
     from geovq.frechet import frechet_distance
     from geovq.train import decode
 
-    device = _device(params)
-    clf = _classifier(inp, params, device)
+    device = device_of(params)
+    clf = read_classifier(inp, params, device)
     test_x, _ = load_prepared(inp.test)
     samples = load_npz(inp.samples, ("codes", "images", "K"))
     codes = load_codes(inp.codes_test)
@@ -176,7 +112,7 @@ def sample_quality(inp, out, params, log):
     if len(codebook) != int(codes["K"]):
         raise GeovqError(f"{inp.codebook}: {len(codebook)} codes but {inp.codes_test} has K={int(codes['K'])}")
     nll = load_json(inp.nll)
-    recon = _uint8(decode(decoder, quantize(codebook, codes["codes"]), device))
+    recon = as_uint8(decode(decoder, quantize(codebook, codes["codes"]), device))
     real_feats, _ = features_and_predictions(clf, test_x, device)
     sample_feats, sample_pred = features_and_predictions(clf, samples["images"], device)
     recon_feats, recon_pred = features_and_predictions(clf, recon, device)
@@ -191,39 +127,5 @@ def sample_quality(inp, out, params, log):
     }
     if "labels" in samples:  # does a sample drawn for class c look like class c?
         result["conditional_accuracy"] = float((sample_pred == samples["labels"]).mean())
-    _log_result(log, result)
-    save_json(out.quality, result)
-
-
-def recon_quality(inp, out, params, log):
-    """The reference row: the continuous VAE's test reconstructions (same images as the codes) and real train images."""
-    from geovq.classifier import features_and_predictions
-    from geovq.data import load_prepared, subset_indices
-    from geovq.frechet import frechet_distance
-    from geovq.train import decode, load_vae
-
-    device = _device(params)
-    clf = _classifier(inp, params, device)
-    vae = load_vae(inp.model, device, dataset=params.dataset)
-    test_x, test_y = load_prepared(inp.test)
-    train_x, _ = load_prepared(inp.train)
-    mu, _ = _latents(inp.latents_test)
-    if len(mu) != len(test_x):
-        raise GeovqError(f"{inp.latents_test}: {len(mu)} latents but {inp.test} has {len(test_x)} images")
-    idx = code_subset(len(test_x), params.codebook["test_images"], params.seed, "test")
-    recon = _uint8(decode(vae, mu[idx], device))
-    real_feats, real_pred = features_and_predictions(clf, test_x, device)
-    recon_feats, recon_pred = features_and_predictions(clf, recon, device)
-    # Two real sets of the same size: the floor any generated set is measured against.
-    train_idx = subset_indices(len(train_x), len(test_x), params.seed)
-    train_feats, _ = features_and_predictions(clf, train_x[train_idx], device)
-    result = {
-        "dataset": params.dataset, "variant": params.variant, "seed": params.seed,
-        "n_real_test_images": int(len(test_x)), "n_cont_recon_images": int(len(idx)),
-        "fd_cont_recon_real": frechet_distance(recon_feats, real_feats),
-        "fd_real_train_real": frechet_distance(train_feats, real_feats),
-        "cont_recon_accuracy": float((recon_pred == test_y.numpy()[idx]).mean()),
-        "real_test_accuracy": float((real_pred == test_y.numpy()).mean()),
-    }
-    _log_result(log, result)
+    log_result(log, result)
     save_json(out.quality, result)

@@ -1,4 +1,4 @@
-"""Pipeline stages of the geodesic quantizers: kNN graph, Riemannian lengths, K-medoids, codes.
+"""Stages of rules/geodesic.smk, the geodesic quantizers: kNN graph, Riemannian lengths, K-medoids, codes.
 
 Quantizer ``graph`` uses the kNN graph's Euclidean edge lengths (Isomap-style geodesics);
 ``riemannian`` the decoder-induced lengths. Both share the graph; only ``riemannian`` needs
@@ -8,44 +8,21 @@ the VAE decoder.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
+from geovq.artifacts import code_subset, load_cells, load_graph, load_latents, save_graph, write_csv
 from geovq.io import GeovqError, load_npz, save_json, save_npz
-from geovq.stages import _device, _latents, code_subset, write_csv
-
-
-def save_graph(path, G, **extra):
-    G = sp.csr_matrix(G)
-    save_npz(path, data=G.data, indices=G.indices, indptr=G.indptr, shape=np.array(G.shape), **extra)
-
-
-def load_graph(path, keys=()):
-    d = load_npz(path, ("data", "indices", "indptr", "shape", *keys))
-    G = sp.csr_matrix((d["data"], d["indices"], d["indptr"]), shape=tuple(d["shape"]))
-    return G, d
-
-
-def graph_nodes(n_cells, max_nodes, seed):
-    """Train cells that become graph nodes: all, or a seeded subsample of ``max_nodes``."""
-    from geovq.data import subset_indices
-
-    return subset_indices(n_cells, max_nodes, seed * 1000 + 3)
+from geovq.stages.runner import device_of
 
 
 def knn_graph(inp, out, params, log):
-    from geovq.codebook import to_cells
     from geovq.graph import bridge_components, knn_graph as build
 
     g = params.graph
-    mu, _ = _latents(inp.latents_train)
-    cells = to_cells(mu)
-    nodes = graph_nodes(len(cells), g["max_nodes"], params.seed)
-    x = cells[nodes]
+    nodes, x = load_cells(inp.cells)  # the train cells every post-hoc quantizer is fitted on
     if g["k"] >= len(nodes):
         raise GeovqError(f"config key 'graph.k': k={g['k']} must be smaller than the number of graph nodes "
-                         f"{len(nodes)} ({inp.latents_train}: {len(cells)} train cells, graph.max_nodes "
-                         f"{g['max_nodes']})")
-    log(f"kNN graph over {len(nodes)} of {len(cells)} train cells (dim {x.shape[1]}), k={g['k']}, {g['symmetrize']}")
+                         f"{len(nodes)} ({inp.cells}; config codebook.fit_cells)")
+    log(f"kNN graph over {len(nodes)} train cells (dim {x.shape[1]}), k={g['k']}, {g['symmetrize']}")
     G, info = build(x, g["k"], symmetrize=g["symmetrize"], method=g["knn_method"], exact_max=g["exact_max"],
                     seed=params.seed)
     log(f"{info['n_edges']} undirected edges, {info['n_components']} connected components, "
@@ -63,9 +40,8 @@ def knn_graph(inp, out, params, log):
 
 def _metrics_process():
     """What the pull-back metrics want of the process: freed activation memory kept for reuse
-    (geovq.device.keep_freed_memory; +20 % throughput here). Only in the jobs that compute
-    metrics: in every job of the default run it raised peak RSS by 15-22 % for at most a few
-    percent of time elsewhere."""
+    (geovq.device.keep_freed_memory). Only in the jobs that compute metrics, the others do not
+    gain enough to pay for the higher peak RSS (benchmarks/README.md)."""
     from geovq.device import keep_freed_memory
 
     keep_freed_memory()
@@ -76,9 +52,9 @@ def riemannian_lengths(inp, out, params, log):
     from geovq.train import load_vae
 
     _metrics_process()
-    device = _device(params)
+    device = device_of(params)
     G, d = load_graph(inp.graph, ("nodes", "x"))
-    mu, _ = _latents(inp.latents_train)
+    mu, _ = load_latents(inp.latents_train)
     model = load_vae(inp.model, device)
     log(f"pull-back metrics of {len(d['nodes'])} nodes (decoder in eval mode, device {device})")
     metrics = cell_metrics(model.decode, mu, d["nodes"], device=device)
@@ -97,13 +73,13 @@ def geodesic_medoids(inp, out, params, log):
     K = params.K
     if K > G.shape[0]:
         raise GeovqError(f"config key 'codebook.K': K={K} is larger than the number of graph nodes {G.shape[0]} "
-                         f"(config graph.max_nodes, or the number of train cells)")
+                         f"(config codebook.fit_cells, or the number of train cells)")
     log(f"geodesic K-medoids K={K} on {G.shape[0]} nodes, {G.nnz // 2} edges, init {m['init']}")
     km = GeodesicKMedoids(K, init=m["init"], max_iter=m["max_iter"], swap=m["swap"], seed=params.seed).fit(G, d["x"])
     for i, obj in enumerate(km.objective_):
         log(f"step {i}: objective {obj:.6g}")
     save_npz(out.codebook, codebook=km.cluster_centers_.astype(np.float32), K=np.int64(K),
-             medoids=km.medoids_, medoid_cells=d["nodes"][km.medoids_])
+             medoids=km.medoids_, medoid_cells=d["nodes"][km.medoids_], fit_cell_ids=d["nodes"])
     save_npz(out.voronoi, dist=km.dist_, label=km.labels_)
     write_csv(out.objective, [{"step": i, "objective": o} for i, o in enumerate(km.objective_)])
 
@@ -117,14 +93,16 @@ def geodesic_codes(inp, out, params, log):
     nodes, x_nodes = d["nodes"], d["x"]
     k = params.graph["k"]
     model = device = metrics_nodes = None
-    if params.quantizer == "riemannian":
+    from geovq.quantizers import get
+
+    if get(params.quantizer).edge_lengths == "riemannian":  # links measured with the decoder's metric
         from geovq.train import load_vae
 
-        device = _device(params)
+        device = device_of(params)
         model = load_vae(inp.model, device)
         metrics_nodes = d["metrics"]
     for split, path in (("train", out.codes_train), ("test", out.codes_test)):
-        mu, labels = _latents(getattr(inp, f"latents_{split}"))
+        mu, labels = load_latents(getattr(inp, f"latents_{split}"))
         img = code_subset(len(mu), params.codebook[f"{split}_images"], params.seed, split)
         n, c, h, w = mu[img].shape
         cell_ids = (img[:, None] * (h * w) + np.arange(h * w)[None]).ravel()  # cells of the chosen images

@@ -1,4 +1,4 @@
-"""Report stages: figures per trained VAE and the original study's analyses (codebooks, K-medoids, paths)."""
+"""Stages of rules/report.smk: figures per trained VAE and the original study's analyses (codebooks, K-medoids, paths)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse.csgraph as csgraph
 
-from geovq import plots
+from geovq import plots, quantizers
+from geovq.artifacts import load_codes, load_graph, load_latents, write_csv
 from geovq.io import GeovqError, load_npz
-from geovq.stages import _device, _latents, load_codes, write_csv
-
-GEODESIC = ("graph", "riemannian")
+from geovq.stages.runner import device_of
 
 
 def _size(params, aspect=0.5):
@@ -36,7 +35,7 @@ def run_figures(inp, out, params, log):
     from geovq.data import load_prepared
     from geovq.vqvae import load_decoder
 
-    device = _device(params)
+    device = device_of(params)
     qs = list(params.quantizers)
     n = params.report["n_images"]
     vae = load_vae(inp.model, device, dataset=params.dataset)
@@ -57,7 +56,7 @@ def run_figures(inp, out, params, log):
     images, _ = load_prepared(inp.test)
     codes = {q: load_codes(p) for q, p in _by_quantizer(inp.codes_test, qs).items()}
     idx = next(iter(codes.values()))["image_index"][:n]
-    mu, _ = _latents(inp.latents_test)
+    mu, _ = load_latents(inp.latents_test)
     rows = [("real", images[idx].numpy()), ("VAE (continuous)", decode(vae, mu[idx], device).numpy())]
     decoders = {q: load_decoder(p, device, dataset=params.dataset) for q, p in _by_quantizer(inp.decoders, qs).items()}
     codebooks = {q: load_npz(p, ("codebook",))["codebook"] for q, p in _by_quantizer(inp.codebooks, qs).items()}
@@ -89,18 +88,12 @@ def run_figures(inp, out, params, log):
 
     # K-medoids objective per step
     series = {}
-    for q, path in zip([q for q in qs if q in GEODESIC], inp.objectives):
+    for q, path in zip(quantizers.geodesic(qs), inp.objectives):
         df = pd.read_csv(path)
         series[q] = (df.step, df.objective / df.objective.iloc[0])
     plots.curves(out.objective, series, _size(params), xlabel="step (alternation or swap round)",
                  ylabel="objective / initial objective", title="Geodesic K-medoids")
     log(f"figures for {qs}")
-
-
-def _graph(path, keys=()):
-    from geovq.stages_geodesic import load_graph
-
-    return load_graph(path, keys)
 
 
 def _path(pred, target):
@@ -139,9 +132,9 @@ def analysis(inp, out, params, log):
     from geovq.metrics import codebook_stats
     from geovq.train import decode, load_vae
 
-    device = _device(params)
-    Gg, d = _graph(inp.graph, ("nodes", "x"))
-    Gr, dr = _graph(inp.riemannian, ("nodes", "x", "metrics"))
+    device = device_of(params)
+    Gg, d = load_graph(inp.graph, ("nodes", "x"))
+    Gr, dr = load_graph(inp.riemannian, ("nodes", "x", "metrics"))
     x, nodes = d["x"], d["nodes"]
     K = params.K
 
@@ -150,7 +143,7 @@ def analysis(inp, out, params, log):
     for q, path in _by_quantizer(inp.codebooks, params.quantizers).items():
         cb = load_npz(path, ("codebook",))["codebook"]
         labels, euc = nearest_centroid(x, cb)
-        if q in GEODESIC:  # the geodesic quantizers' own assignment of their nodes
+        if q in params.geodesic:  # the geodesic quantizers' own assignment of their nodes
             labels = load_npz(inp.voronoi[params.geodesic.index(q)], ("label",))["label"]
             euc = np.linalg.norm(x - cb[labels], axis=1)
         code_nodes = nearest_centroid(cb, x)[0]  # centres snapped to their nearest node
@@ -211,7 +204,7 @@ def analysis(inp, out, params, log):
     plots.latent_map(out.latent_map, centred @ P, centred[cb_r] @ P, centred[path] @ P, (line - x.mean(0)) @ P,
                      _size(params, 0.75), f"{params.dataset} {params.variant}: latent cells (PCA)")
     vae = load_vae(inp.model, device, dataset=params.dataset)
-    mu, _ = _latents(inp.latents_train)
+    mu, _ = load_latents(inp.latents_train)
     n_steps = params.report["n_images"]
     geo = _resample(x[path], n_steps)
     straight = np.linspace(0, 1, n_steps)[:, None] * (x[b] - x[a]) + x[a]

@@ -1,0 +1,94 @@
+"""What each quantizer is, stated once: the rule that builds its codebook, the decoder that turns
+its codes into images, whether it is geodesic, and how its test cells can be assigned.
+
+rules/common.smk, the report rules and the study tables all read this table; nothing else
+spells out a list of quantizers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ASSIGNS = ("nearest", "geodesic")  # test cells: nearest code vector, or through the graph
+
+
+@dataclass(frozen=True)
+class Quantizer:
+    name: str
+    codebook_rule: str  # the rule that writes {quantizer}/codebook.npz
+    decoder: str  # "vae": the VAE's decoder turns its codes into images; "vqvae": its own
+    edge_lengths: str | None = None  # geodesic quantizers: the kNN graph's edge lengths
+    what: str = ""
+
+    @property
+    def geodesic(self) -> bool:
+        return self.edge_lengths is not None
+
+    @property
+    def posthoc(self) -> bool:
+        """Fitted after the fact on the shared train cells of a trained VAE."""
+        return self.decoder == "vae"
+
+    @property
+    def native_assign(self) -> str:
+        """How its own test codes (the prior's, the samples') are assigned."""
+        return "geodesic" if self.geodesic else "nearest"
+
+    @property
+    def assigns(self) -> tuple[str, ...]:
+        """Every assignment rule it is scored with: nearest code for all, geodesic for geodesic ones."""
+        return ("geodesic", "nearest") if self.geodesic else ("nearest",)
+
+
+QUANTIZERS = {
+    q.name: q
+    for q in (
+        Quantizer("kmeans", "euclidean_codebook", "vae", what="Euclidean k-means centroids (squared distances)"),
+        Quantizer("kmedoids", "euclidean_codebook", "vae",
+                  what="Euclidean K-medoids (FasterPAM; medoids, straight-line distances)"),
+        Quantizer("graph", "geodesic_medoids", "vae", edge_lengths="euclidean",
+                  what="geodesic K-medoids on the kNN graph, Euclidean edge lengths"),
+        Quantizer("riemannian", "geodesic_medoids", "vae", edge_lengths="riemannian",
+                  what="geodesic K-medoids on the kNN graph, decoder pull-back edge lengths"),
+        Quantizer("vqvae", "train_vqvae", "vqvae", what="end-to-end VQ-VAE (EMA codebook)"),
+    )
+}
+
+
+def get(name: str) -> Quantizer:
+    try:
+        return QUANTIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown quantizer {name!r}; expected one of {list(QUANTIZERS)}") from None
+
+
+def geodesic(names) -> list[str]:
+    return [q for q in names if get(q).geodesic]
+
+
+def posthoc(names) -> list[str]:
+    return [q for q in names if get(q).posthoc]
+
+
+def built_by(rule: str, names) -> list[str]:
+    return [q for q in names if get(q).codebook_rule == rule]
+
+
+def evaluations(names) -> list[tuple[str, str]]:
+    """Every (quantizer, assign) pair a run scores."""
+    return [(q, a) for q in names for a in get(q).assigns]
+
+
+# Training settings the VQ-VAE baseline shares with the VAE of its variant (the architecture
+# too, see geovq.train.ARCH_KEYS): a comparison that changes them changes two things at once.
+SHARED_TRAINING = ("epochs", "batch_size", "lr", "val_fraction")
+
+
+def baseline_training(vae_section: dict, vqvae_section: dict) -> dict:
+    """The VQ-VAE's training settings: the shared ones from the VAE's section, the VQ-specific
+    ones (commitment beta, EMA decay, restarts, ...) from its own."""
+    clash = sorted(set(SHARED_TRAINING) & set(vqvae_section))
+    if clash:
+        raise ValueError(f"config keys 'vqvae.*.{clash[0]}': the VQ-VAE trains with the VAE's "
+                         f"{', '.join(SHARED_TRAINING)} (set them under vae.<variant>)")
+    return {**vqvae_section, **{k: vae_section[k] for k in SHARED_TRAINING}}

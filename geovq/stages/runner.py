@@ -1,0 +1,75 @@
+"""Running one stage as a Snakemake ``script:`` job (workflow_scripts/run_stage.py calls `entry`).
+
+Stages take ``inp``/``out``/``params`` objects with attribute access (Snakemake's, or SimpleNamespace
+in tests) and a `Log`; they read their inputs, call the library and write their outputs atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import traceback
+
+from geovq.io import GeovqError
+
+
+class Log:
+    """Timestamped lines to the rule's log file (flushed, so `tail -f` shows progress)."""
+
+    def __init__(self, path=None):
+        self.f = open(path, "w") if path else None
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg):
+        line = f"[{time.strftime('%H:%M:%S')} +{time.perf_counter() - self.t0:7.1f}s] {msg}"
+        print(line, file=self.f or sys.stderr, flush=True)
+
+
+def entry(smk, stage):
+    """Run ``stage`` for a Snakemake ``script:`` job: log to the rule's log, one-line errors."""
+    log_path = smk.log[0] if len(smk.log) else None
+    log = Log(log_path)
+    # the config's thread count, not the cores Snakemake granted: results must not depend on --cores
+    _set_threads(smk.config["threads"])
+    stderr = sys.stderr
+    try:
+        redirect = open(log_path, "a") if log_path else contextlib.nullcontext(sys.stderr)
+        with redirect as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+            stage(smk.input, smk.output, smk.params, log)
+        log("geovq modules: " + " ".join(sorted(m for m in sys.modules if m == "geovq" or m.startswith("geovq."))))
+        log(f"done in {time.perf_counter() - log.t0:.1f}s")
+    except (GeovqError, ValueError) as e:
+        msg = f"geovq error in rule {smk.rule}: {e}".splitlines()[0]
+        log(msg)
+        if log.f:
+            traceback.print_exc(file=log.f)
+        print(msg, file=stderr, flush=True)
+        sys.exit(1)
+
+
+def _set_threads(n):
+    import torch
+
+    n = max(1, int(n))
+    torch.set_num_threads(n)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def device_of(params):
+    """The torch device of config key ``device`` (``params.device``: auto, cpu, cuda, ...)."""
+    from geovq.device import resolve_device
+
+    return resolve_device(params.device)
+
+
+def log_result(log, result):
+    """A stage's result dict as one log line."""
+    log(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))

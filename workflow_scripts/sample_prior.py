@@ -1,8 +1,0 @@
-"""Snakemake entry point of rule sample_prior; the work is geovq.stages_generative.sample_prior."""
-import sys
-
-sys.path.insert(0, snakemake.scriptdir + "/..")  # noqa: F821 (geovq without install, e.g. --sdm conda)
-from geovq.stages import entry
-from geovq.stages_generative import sample_prior
-
-entry(snakemake, sample_prior)  # noqa: F821 (snakemake is injected by the script directive)
