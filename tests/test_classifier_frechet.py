@@ -1,6 +1,7 @@
 """Fréchet distance against closed forms and SciPy; the classifier, its checkpoint and the quality stages."""
 
 import json
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -89,7 +90,7 @@ CLF = {"channels": [8, 16], "feature_dim": 32, "epochs": 4, "batch_size": 32, "l
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The train_classifier stage on synthetic shapes: (paths, outputs)."""
-    from geovq.stages_generative import train_classifier
+    from geovq.stages.classifier import train_classifier
 
     tmp = tmp_path_factory.mktemp("clf")
     n = torch.get_num_threads()
@@ -127,50 +128,115 @@ def test_classifier_for_another_dataset_is_a_one_line_error(trained):
     assert "\n" not in str(e.value)
 
 
-def _quality_inputs(tmp, paths, classifier):
-    """A spatial VAE (untrained), its latents, a codebook, test codes, samples and an nll.json."""
-    from geovq.codebook import quantize
-    from geovq.data import load_prepared
-    from geovq.models import build_vae
-    from geovq.train import decode, encode_mu, save_vae
+TEST_IMAGES = 150  # params.codebook["test_images"]: the test images that get codes (of 200)
 
-    arch = {"latent_channels": 2, "grid": 4, "channels": [4, 4]}
-    vae = build_vae("spatial", (1, 16, 16), arch).eval()
+
+def _quality_inputs(tmp, paths, classifier):
+    """A spatial VAE (briefly trained, so that its decodes get varied predictions), its latents, a
+    codebook of K=16 latent cells, the codes of exactly the test images the stages score (the nearest
+    codebook rows of their latents, as a quantizer writes them), samples with labels, nll.json."""
+    from geovq.data import load_prepared
+    from geovq.artifacts import code_subset
+    from geovq.train import encode_mu, save_vae, train_vae
+
+    arch = {"latent_channels": 2, "grid": 4, "channels": [8, 8]}
+    train_x, _ = load_prepared(paths.train)
+    vae, _ = train_vae("spatial", train_x, {**arch, "epochs": 10, "batch_size": 32, "lr": 1e-2, "beta": 0.1,
+                                             "val_fraction": 0.1}, seed=0, device="cpu", log=lambda m: None)
     save_vae(tmp / "vae.pt", vae, "spatial", arch, dataset="synthetic", image_shape=(1, 16, 16))
     x, y = load_prepared(paths.test)
     mu = encode_mu(vae, x, "cpu")
     save_npz(tmp / "latents_test.npz", mu=mu, labels=y.numpy())
     rng = np.random.default_rng(0)
-    codebook = rng.normal(size=(6, 2)).astype(np.float32)
-    save_npz(tmp / "codebook.npz", codebook=codebook, K=np.int64(6))
-    idx = np.arange(0, 200, 2)
-    save_npz(tmp / "codes_test.npz", codes=rng.integers(0, 6, (100, 4, 4)), image_index=idx,
-             labels=y.numpy()[idx], K=np.int64(6))
-    codes = rng.integers(0, 6, (40, 4, 4))
-    images = (decode(vae, quantize(codebook, codes), "cpu") * 255).round().to(torch.uint8).numpy()
-    save_npz(tmp / "samples.npz", codes=codes, images=images, labels=np.arange(40) % 4, K=np.int64(6))
+    cells = mu.transpose(0, 2, 3, 1).reshape(-1, 2)
+    codebook = cells[rng.choice(len(cells), 16, replace=False)].astype(np.float32)
+    save_npz(tmp / "codebook.npz", codebook=codebook, K=np.int64(16))
+    idx = code_subset(len(x), TEST_IMAGES, 0, "test")
+    nearest = ((cells[:, None] - codebook[None]) ** 2).sum(-1).argmin(1).reshape(len(x), 4, 4)
+    save_npz(tmp / "codes_test.npz", codes=nearest[idx], image_index=idx, labels=y.numpy()[idx], K=np.int64(16))
+    # "samples": the decodes of 40 other images' codes, labelled with those images' classes
+    pick = rng.choice(len(x), 40, replace=False)
+    with torch.no_grad():
+        images = (vae.decode(torch.from_numpy(codebook[nearest[pick]].transpose(0, 3, 1, 2))) * 255).round().byte()
+    save_npz(tmp / "samples.npz", codes=nearest[pick], images=images.numpy(), labels=y.numpy()[pick], K=np.int64(16))
     save_json(tmp / "nll.json", {"test_bits_per_token": 2.5, "test_bits_per_image": 40.0})
     return SimpleNamespace(test=paths.test, train=paths.train, classifier=classifier, samples=tmp / "samples.npz",
                            codebook=tmp / "codebook.npz", codes_test=tmp / "codes_test.npz", decoder=tmp / "vae.pt",
                            model=tmp / "vae.pt", latents_test=tmp / "latents_test.npz", nll=tmp / "nll.json")
 
 
+def _fd_scipy(a, b):
+    """Fréchet distance in the symmetric form tr((S1^1/2 S2 S1^1/2)^1/2), by scipy.linalg.sqrtm."""
+    m1, m2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    with warnings.catch_warnings():  # dead ReLU features: singular covariances, still PSD
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        r1 = scipy.linalg.sqrtm(s1).real
+        covmean = scipy.linalg.sqrtm(r1 @ s2 @ r1).real
+    return ((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+
+
+# geovq.frechet adds 1e-6 to singular covariances' diagonals (as pytorch-fid): ~1e-4 relative here
+FD_REL = 1e-3
+
+
 def test_sample_and_recon_quality_stages(trained):
-    from geovq.stages_generative import recon_quality, sample_quality
+    from geovq.classifier import load_classifier
+    from geovq.data import load_prepared, subset_indices
+    from geovq.io import load_npz
+    from geovq.stages.classifier import recon_quality
+    from geovq.stages.prior import sample_quality
+    from geovq.train import load_vae
 
     paths, clf_out, tmp = trained
     inp = _quality_inputs(tmp, paths, clf_out.model)
     params = SimpleNamespace(dataset="synthetic", variant="spatial", quantizer="kmeans", seed=0, device="cpu",
-                             codebook={"test_images": 150})
+                             codebook={"test_images": TEST_IMAGES})
     sample_quality(inp, SimpleNamespace(quality=tmp / "q/sample_quality.json"), params, lambda m: None)
     q = json.loads((tmp / "q/sample_quality.json").read_text())
-    assert q["n_samples"] == 40 and q["n_quant_recon_images"] == 100 and q["n_real_test_images"] == 200
-    assert q["fd_samples_real"] > 0 and q["fd_quant_recon_real"] > 0
-    assert 0 <= q["conditional_accuracy"] <= 1 and q["test_bits_per_image"] == 40.0
     recon_quality(inp, SimpleNamespace(quality=tmp / "vae/recon_quality.json"), params, lambda m: None)
     r = json.loads((tmp / "vae/recon_quality.json").read_text())
-    assert r["n_cont_recon_images"] == 150 and r["real_test_accuracy"] > 0.9
-    # two real sets are much closer than an untrained VAE's reconstructions are to real images
+
+    # The oracle: the images each set should hold, built here from the files (codebook rows,
+    # the decoder, the seeded subsets), their classifier features and predictions in one batch,
+    # and Fréchet distances by scipy.linalg.sqrtm.
+    clf, vae = load_classifier(clf_out.model, dataset="synthetic"), load_vae(inp.model, dataset="synthetic")
+    test_x, test_y = load_prepared(paths.test)
+    train_x, _ = load_prepared(paths.train)
+    codes, samples = load_npz(inp.codes_test), load_npz(inp.samples)
+    codebook, mu = load_npz(inp.codebook)["codebook"], load_npz(inp.latents_test)["mu"]
+
+    def u8(z):  # decoded means of latent grids, stored as 8-bit images
+        with torch.no_grad():
+            return (vae.decode(torch.as_tensor(z, dtype=torch.float32)) * 255).round().clamp(0, 255).byte()
+
+    def feats(images):
+        images = torch.as_tensor(images)
+        images = images.float() / 255 if images.dtype == torch.uint8 else images
+        with torch.no_grad():
+            f = clf.features(images)
+            return f.double().numpy(), clf.head(f).argmax(1).numpy()
+
+    real, real_pred = feats(test_x)
+    quant, quant_pred = feats(u8(codebook[codes["codes"]].transpose(0, 3, 1, 2)))
+    cont, cont_pred = feats(u8(mu[codes["image_index"]]))  # the continuous decodes of the coded images
+    drawn, drawn_pred = feats(samples["images"])
+    train_real, _ = feats(train_x[subset_indices(len(train_x), len(test_x), 0)])
+
+    assert q["n_samples"] == 40 and q["n_real_test_images"] == r["n_real_test_images"] == 200
+    assert q["n_quant_recon_images"] == r["n_cont_recon_images"] == TEST_IMAGES  # the same coded images
+    assert q["fd_samples_real"] == pytest.approx(_fd_scipy(drawn, real), rel=FD_REL)
+    assert q["fd_quant_recon_real"] == pytest.approx(_fd_scipy(quant, real), rel=FD_REL)
+    assert q["quant_recon_accuracy"] == pytest.approx(np.mean(quant_pred == test_y.numpy()[codes["image_index"]]))
+    assert q["conditional_accuracy"] == pytest.approx(np.mean(drawn_pred == samples["labels"]))
+    assert q["test_bits_per_token"] == 2.5 and q["test_bits_per_image"] == 40.0
+    assert r["fd_cont_recon_real"] == pytest.approx(_fd_scipy(cont, real), rel=FD_REL)
+    assert r["fd_real_train_real"] == pytest.approx(_fd_scipy(train_real, real), rel=FD_REL)
+    assert r["cont_recon_accuracy"] == pytest.approx(np.mean(cont_pred == test_y.numpy()[codes["image_index"]]))
+    assert r["real_test_accuracy"] == pytest.approx(np.mean(real_pred == test_y.numpy())) and r["real_test_accuracy"] > 0.9
+    # predictions vary (so the accuracies depend on which label goes with which image)
+    assert min(len(set(p.tolist())) for p in (quant_pred, cont_pred, drawn_pred)) >= 2
+    # two real sets are much closer than a barely trained VAE's reconstructions are to real images
     assert r["fd_real_train_real"] < r["fd_cont_recon_real"]
 
     # a classifier for another dataset: one line, nothing written

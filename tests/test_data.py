@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 
 from geovq.data import find_idx_dir, load_prepared, load_raw, prepare, synthetic
 from geovq.io import GeovqError, atomic_path
@@ -118,6 +119,27 @@ def test_synthetic_deterministic_and_labelled():
     assert np.abs(m0 - m1).mean() > 5
 
 
+@pytest.mark.parametrize("n_train,n_test", [(100, 100), (200, 60)])
+def test_synthetic_train_and_test_splits_differ_and_options_reproduce_them(tmp_path, n_train, n_test):
+    opts = {"n_train": n_train, "n_test": n_test, "size": 16, "channels": 1, "classes": 4}
+    train, _ = load_raw("synthetic", "train", options=opts)
+    test, _ = load_raw("synthetic", "test", options=opts)
+    assert not np.array_equal(train[: len(test)], test[: len(train)])
+    # no test image is a train image: not byte for byte, not nearly (pixel noise alone differs by ~10 / 255)
+    assert not {x.tobytes() for x in train} & {x.tobytes() for x in test}
+    diff = np.abs(test.reshape(len(test), 1, -1).astype(np.int16) - train.reshape(1, len(train), -1)).mean(-1)
+    assert diff.min() > 5
+    # the same options give the same data, through the prepared files too
+    for d in ("a", "b"):
+        prepare("synthetic", tmp_path / d / "train.npz", tmp_path / d / "test.npz", options=opts)
+    for split, raw in (("train", train), ("test", test)):
+        (xa, ya), (xb, yb) = (load_prepared(tmp_path / d / f"{split}.npz") for d in ("a", "b"))
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+        np.testing.assert_array_equal((xa * 255).round().byte().numpy(), raw)
+    np.testing.assert_array_equal(load_raw("synthetic", "test", options=opts)[0], test)
+    assert not np.array_equal(load_raw("synthetic", "train", options={**opts, "seed": 5})[0], train)
+
+
 def test_prepare_writes_both_splits_and_checks_channels(tmp_path):
     opts = {"n_train": 30, "n_test": 10, "size": 16, "channels": 1, "classes": 3, "train_subset": 20}
     prepare("synthetic", tmp_path / "train.npz", tmp_path / "test.npz", options=opts)
@@ -147,3 +169,11 @@ def test_corrupt_prepared_file(tmp_path):
     (tmp_path / "train.npz").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(GeovqError, match="train.npz"):
         load_prepared(tmp_path / "train.npz")
+
+
+def test_synthetic_with_default_channels_is_grey():
+    """dataset_options.channels defaults to null (no check): synthetic images are then 1-channel."""
+    from geovq.data import load_raw
+
+    images, _ = load_raw("synthetic", "train", options={"n_train": 5, "channels": None})
+    assert images.shape == (5, 1, 16, 16)

@@ -104,7 +104,10 @@ def test_training_uses_and_restarts_codes(tmp_path):
     images = torch.from_numpy(synthetic(400, size=16, classes=4, seed=0)[0]).float() / 255
     params = {**VQ, "epochs": 2, "batch_size": 32, "lr": 2e-3, "val_fraction": 0.1, "train_images": None}
     model, rows = train_vqvae("spatial", images, ARCH["spatial"], params, 16, seed=0, device="cpu", log=lambda m: None)
-    assert rows[-1]["val_recon"] < rows[0]["train_recon"]
+    # it learns: like with like, the validation (and training) reconstruction after the last epoch is
+    # well below the one after the first (the EMA codebook alone, weights frozen, moves it by < 1 %)
+    assert rows[-1]["val_recon"] < 0.9 * rows[0]["val_recon"]
+    assert rows[-1]["train_recon"] < 0.9 * rows[0]["train_recon"]
     assert rows[0]["restarts"] >= 16 and rows[-1]["val_codes_used"] > 4
     save_vqvae(tmp_path / "m.pt", model, ARCH["spatial"], dataset="synthetic")
     back = load_decoder(tmp_path / "m.pt", dataset="synthetic")
@@ -115,7 +118,7 @@ def test_training_uses_and_restarts_codes(tmp_path):
 
 def test_train_vqvae_stage(tmp_path):
     from geovq.data import prepare
-    from geovq.stages_generative import train_vqvae as stage
+    from geovq.stages.vqvae import train_vqvae as stage
 
     data = SimpleNamespace(train=tmp_path / "train.npz", test=tmp_path / "test.npz")
     prepare("synthetic", data.train, data.test, options={"n_train": 300, "n_test": 60, "size": 16})
