@@ -104,3 +104,56 @@ def test_more_codes_than_nodes(tmp_path, capsys):
                     {"codebook": "codebook.npz", "voronoi": "voronoi.npz", "objective": "objective.csv"},
                     K=41, medoids=DEFAULTS["medoids"])
     fails_cleanly(smk, geodesic_medoids, capsys, "config key 'codebook.K'", "K=41", "40")
+
+
+def test_geodesic_codes_of_new_cells_follow_the_extended_graph_not_train_ids(tmp_path):
+    """Test cells are coded through the graph extended by them (networkx oracle), never by reusing the
+    train label of the cell with the same id: the test latents are the train latents with the images
+    in another order. Train cells that are graph nodes keep their Voronoi label."""
+    import networkx as nx
+    from scipy.spatial.distance import cdist
+
+    from conftest import to_nx
+    from geovq.artifacts import load_graph
+    from geovq.stages.geodesic import geodesic_codes
+
+    rng = np.random.default_rng(0)
+    mu = rng.normal(size=(60, 2, 2, 2)).astype(np.float32)  # 60 images x 4 cells of dim 2
+    train = latents(tmp_path / "latents_train.npz", mu)
+    perm = rng.permutation(60)
+    test = latents(tmp_path / "latents_test.npz", mu[perm])
+    entry(job(tmp_path, "train_cells", {"latents_train": train}, {"cells": "cells.npz"}, fit_cells=120), train_cells)
+    g = graph_params(k=6)
+    entry(job(tmp_path, "knn_graph", {"cells": str(tmp_path / "cells.npz")}, GRAPH_OUT, graph=g), knn_graph)
+    entry(job(tmp_path, "geodesic_medoids", {"lengths": str(tmp_path / "knn.npz")},
+              {"codebook": "codebook.npz", "voronoi": "voronoi.npz", "objective": "objective.csv"},
+              K=5, medoids=DEFAULTS["medoids"]), geodesic_medoids)
+    codebook = {**DEFAULTS["codebook"], "train_images": None, "test_images": None}
+    entry(job(tmp_path, "geodesic_codes", {"lengths": str(tmp_path / "knn.npz"), "voronoi": str(tmp_path / "voronoi.npz"),
+                                           "codebook": str(tmp_path / "codebook.npz"), "latents_train": train,
+                                           "latents_test": test, "model": None},
+              {"codes_train": "codes_train.npz", "codes_test": "codes_test.npz"},
+              quantizer="graph", graph=g, codebook=codebook, device="cpu"), geodesic_codes)
+    G, d = load_graph(tmp_path / "knn.npz", ("nodes", "x"))
+    vor = np.load(tmp_path / "voronoi.npz")
+    medoids = np.load(tmp_path / "codebook.npz")["medoids"]
+    cells = mu.transpose(0, 2, 3, 1).reshape(-1, 2)
+    # train: nodes keep their Voronoi label
+    train_codes = np.load(tmp_path / "codes_train.npz")["codes"].reshape(-1)
+    np.testing.assert_array_equal(train_codes[d["nodes"]], vor["label"])
+    # test: the oracle, one new cell at a time linked to its k nearest nodes by Euclidean edges
+    H = to_nx(G)
+    test_cells = mu[perm].transpose(0, 2, 3, 1).reshape(-1, 2)
+    test_codes = np.load(tmp_path / "codes_test.npz")["codes"].reshape(-1)
+    D = cdist(test_cells, d["x"])
+    wrong = 0
+    for i, cell in enumerate(test_cells):
+        near = np.argsort(D[i], kind="stable")[:6]
+        H.add_weighted_edges_from(("new", int(j), float(D[i, j])) for j in near)
+        dist = nx.multi_source_dijkstra_path_length(H, {"new"})
+        best = min(range(len(medoids)), key=lambda m: dist[int(medoids[m])])
+        assert dist[int(medoids[test_codes[i]])] == pytest.approx(dist[int(medoids[best])], rel=1e-5, abs=1e-6), i
+        H.remove_node("new")
+        wrong += test_codes[i] != train_codes[i]  # what reusing the train code of the same id would give
+    assert wrong > len(test_cells) // 4  # the permutation makes id reuse detectably wrong
+    np.testing.assert_array_equal(test_codes.reshape(60, 4)[np.argsort(perm)].reshape(-1), train_codes)

@@ -201,6 +201,38 @@ def test_study_tables_answer_every_contrast(done):
         assert f"{spec['a']} \u2212 {spec['b']}" in answer, spec
 
 
+def test_analysis_and_table_contents(done):
+    """The first seed's analyses and the table's order and columns, read back."""
+    import pandas as pd
+
+    from geovq.stages.evaluate import TABLE_COLUMNS
+
+    work, _ = done
+    K = TEST_CONFIG["codebook"]["K"]
+    for v in VARIANTS:
+        a = work / "results" / "synthetic" / v / f"seed{SEEDS[0]}" / "analysis"
+        comp = pd.read_csv(a / "codebook_comparison.csv")
+        assert list(comp.quantizer) == POST
+        assert comp.codes_used.between(1, K).all() and comp.perplexity.between(1, K).all()
+        errors = comp[["euclidean_error", "graph_geodesic_error", "riemannian_geodesic_error"]]
+        assert np.isfinite(errors).all().all() and (errors > 0).all().all()
+        # codes that are cells (medoids): a path of Euclidean edges is never shorter than the straight line
+        medoids = comp[comp.quantizer != "kmeans"]
+        assert (medoids.graph_geodesic_error >= medoids.euclidean_error - 1e-6).all()
+        sweep = pd.read_csv(a / "kmedoids_sweep.csv")
+        Ks, inits = TEST_CONFIG["analysis"]["Ks"], TEST_CONFIG["analysis"]["inits"]
+        assert sorted(zip(sweep.K, sweep.init)) == sorted((k, i) for k in Ks for i in inits)
+        assert (sweep.objective <= sweep.initial_objective + 1e-9).all()
+        for _, by_init in sweep.groupby("init"):
+            assert by_init.sort_values("K").objective.is_monotonic_decreasing  # more codes, less distance
+        assert not (work / "results" / "synthetic" / v / f"seed{SEEDS[1]}" / "analysis").exists()  # first seed only
+    df = result_rows(work)
+    keys = ["dataset", "variant", "quantizer", "assign", "seed"]
+    assert df[keys].equals(df[keys].sort_values(keys).reset_index(drop=True))
+    known = [c for c in TABLE_COLUMNS if c in df.columns]
+    assert list(df.columns[: len(known)]) == known and known[:5] == keys
+
+
 def reordered(value):
     """The same config with every mapping's keys in reverse order."""
     if isinstance(value, dict):
