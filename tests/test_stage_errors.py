@@ -137,7 +137,6 @@ def test_geodesic_codes_of_new_cells_follow_the_extended_graph_not_train_ids(tmp
     G, d = load_graph(tmp_path / "knn.npz", ("nodes", "x"))
     vor = np.load(tmp_path / "voronoi.npz")
     medoids = np.load(tmp_path / "codebook.npz")["medoids"]
-    cells = mu.transpose(0, 2, 3, 1).reshape(-1, 2)
     # train: nodes keep their Voronoi label
     train_codes = np.load(tmp_path / "codes_train.npz")["codes"].reshape(-1)
     np.testing.assert_array_equal(train_codes[d["nodes"]], vor["label"])

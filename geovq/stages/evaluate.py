@@ -33,7 +33,7 @@ def evaluate(inp, out, params, log):
     from geovq.codebook import quantize
     from geovq.data import load_prepared
     from geovq.io import load_json
-    from geovq.metrics import PAIRS, active_units, codebook_stats, per_image_metrics
+    from geovq.metrics import active_units, codebook_stats, per_image_metrics
     from geovq.quantizers import get
     from geovq.train import decode
     from geovq.vqvae import load_decoder

@@ -66,7 +66,6 @@ def _decoder_and_codebook(inp, params, prior_cfg, device):
 
 
 def sample_prior(inp, out, params, log):
-    import torch
     from torchvision.utils import make_grid, save_image
 
     from geovq.codebook import quantize
