@@ -9,7 +9,6 @@ rule train_classifier:
         metrics=f"{RESULTS}/{{dataset}}/classifier/metrics.json",
         losses=f"{RESULTS}/{{dataset}}/classifier/losses.csv",
     params:
-        dataset="{dataset}",
         classifier=lambda wc: dcfg(wc, "classifier"),
         device=config["device"],
     threads: config["threads"]
@@ -39,9 +38,6 @@ rule recon_quality:
     output:
         quality=f"{RUN}/vae/recon_quality.json",
     params:
-        dataset="{dataset}",
-        variant="{variant}",
-        seed=lambda wc: int(wc.seed),
         codebook=lambda wc: {"test_images": dcfg(wc, "codebook")["test_images"]},
         device=config["device"],
     threads: config["threads"]

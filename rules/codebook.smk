@@ -9,7 +9,6 @@ rule train_cells:
     output:
         cells=f"{RUN}/cells.npz",
     params:
-        seed=lambda wc: int(wc.seed),
         fit_cells=lambda wc: dcfg(wc, "codebook")["fit_cells"],
     log:
         f"{RUN}/logs/train_cells.log",
@@ -33,8 +32,6 @@ rule euclidean_codebook:
     wildcard_constraints:
         quantizer=EUCLIDEAN,
     params:
-        seed=lambda wc: int(wc.seed),
-        quantizer="{quantizer}",
         codebook=lambda wc: dcfg(wc, "codebook"),
     threads: config["threads"]
     resources:

@@ -6,7 +6,6 @@ rule prepare_data:
         train=f"{RESULTS}/{{dataset}}/data/train.npz",
         test=f"{RESULTS}/{{dataset}}/data/test.npz",
     params:
-        dataset="{dataset}",
         options=lambda wc: dcfg(wc, "dataset_options"),
         data_dir=config["data_dir"],
         download=config["download"],

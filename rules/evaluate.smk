@@ -15,11 +15,6 @@ rule evaluate:
         metrics=f"{EVAL}/metrics.json",
         per_image=f"{EVAL}/per_image.npz",
     params:
-        dataset="{dataset}",
-        variant="{variant}",
-        quantizer="{quantizer}",
-        assign="{assign}",
-        seed=lambda wc: int(wc.seed),
         evaluate=lambda wc: dcfg(wc, "evaluate"),
         device=config["device"],
     threads: config["threads"]

@@ -10,7 +10,6 @@ rule knn_graph:
         graph=f"{RUN}/graph/knn.npz",
         info=f"{RUN}/graph/knn_info.json",
     params:
-        seed=lambda wc: int(wc.seed),
         graph=lambda wc: {k: v for k, v in dcfg(wc, "graph").items() if k != "new_point_metric"},
     threads: config["threads"]
     resources:
@@ -62,7 +61,6 @@ rule geodesic_medoids:
     wildcard_constraints:
         quantizer=GEODESIC,
     params:
-        seed=lambda wc: int(wc.seed),
         K=lambda wc: dcfg(wc, "codebook")["K"],
         medoids=lambda wc: dcfg(wc, "medoids"),
     resources:
@@ -93,8 +91,6 @@ rule geodesic_codes:
     wildcard_constraints:
         quantizer=GEODESIC,
     params:
-        seed=lambda wc: int(wc.seed),
-        quantizer="{quantizer}",
         graph=lambda wc: dcfg(wc, "graph"),
         codebook=lambda wc: dcfg(wc, "codebook"),
         device=config["device"],

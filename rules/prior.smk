@@ -9,10 +9,6 @@ rule train_prior:
         losses=f"{QRUN}/prior/losses.csv",
         nll=f"{QRUN}/prior/nll.json",
     params:
-        dataset="{dataset}",
-        variant="{variant}",
-        quantizer="{quantizer}",
-        seed=lambda wc: int(wc.seed),
         prior=lambda wc: {k: v for k, v in dcfg(wc, "prior").items() if k != "sample"},
         device=config["device"],
     threads: config["threads"]
@@ -41,8 +37,6 @@ rule sample_prior:
         samples=f"{QRUN}/prior/samples.npz",
         png=f"{QRUN}/prior/samples.png",
     params:
-        dataset="{dataset}",
-        seed=lambda wc: int(wc.seed),
         sample=lambda wc: dcfg(wc, "prior")["sample"],
         device=config["device"],
     threads: config["threads"]
@@ -73,10 +67,6 @@ rule sample_quality:
     output:
         quality=f"{QRUN}/prior/sample_quality.json",
     params:
-        dataset="{dataset}",
-        variant="{variant}",
-        quantizer="{quantizer}",
-        seed=lambda wc: int(wc.seed),
         device=config["device"],
     threads: config["threads"]
     resources:

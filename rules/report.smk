@@ -29,8 +29,6 @@ rule run_figures:
         codebooks=[report(os.path.join(FIG, f"codebook_{q}.png"), caption="../report/codebook.rst", category="Codebooks",
                           labels=labels(figure=f"decoded codebook: {q}")) for q in config["quantizers"]],
     params:
-        dataset="{dataset}",
-        variant="{variant}",
         quantizers=config["quantizers"],
         report=lambda wc: dcfg(wc, "report"),
         device=config["device"],
@@ -66,9 +64,6 @@ rule analysis:
         interpolation=report(f"{RUN}/analysis/interpolation.png", caption="../report/interpolation.rst",
                              category="Analyses", labels=labels(figure="interpolation")),
     params:
-        dataset="{dataset}",
-        variant="{variant}",
-        seed=lambda wc: int(wc.seed),
         quantizers=POSTHOC_QS,
         geodesic=GEODESIC_QS,
         K=lambda wc: dcfg(wc, "codebook")["K"],

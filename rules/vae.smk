@@ -10,9 +10,6 @@ rule train_vae:
         latents_train=f"{RUN}/vae/latents_train.npz",
         latents_test=f"{RUN}/vae/latents_test.npz",
     params:
-        dataset="{dataset}",
-        variant="{variant}",
-        seed=lambda wc: int(wc.seed),
         vae=lambda wc: dcfg(wc, "vae")[wc.variant],
         device=config["device"],
     threads: config["threads"]

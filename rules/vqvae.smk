@@ -12,9 +12,6 @@ rule train_vqvae:
         codes_test=f"{RUN}/vqvae/codes_test.npz",
         latents_test=f"{RUN}/vqvae/latents_test.npz",
     params:
-        dataset="{dataset}",
-        variant="{variant}",
-        seed=lambda wc: int(wc.seed),
         vae=vqvae_arch,
         vqvae=vqvae_training,
         codebook=lambda wc: {k: dcfg(wc, "codebook")[k] for k in ("K", "train_images", "test_images")},

@@ -156,3 +156,17 @@ def test_geodesic_codes_of_new_cells_follow_the_extended_graph_not_train_ids(tmp
         wrong += test_codes[i] != train_codes[i]  # what reusing the train code of the same id would give
     assert wrong > len(test_cells) // 4  # the permutation makes id reuse detectably wrong
     np.testing.assert_array_equal(test_codes.reshape(60, 4)[np.argsort(perm)].reshape(-1), train_codes)
+
+
+def test_stages_get_their_wildcards_as_params():
+    """Rules do not restate wildcards as params: the runner hands them over (seed as an int)."""
+    from geovq.io import GeovqError
+    from geovq.stages.runner import stage_params
+
+    smk = SimpleNamespace(rule="evaluate", wildcards=SimpleNamespace(dataset="mnist", seed="3", assign="nearest"),
+                          params=SimpleNamespace(device="cpu"))
+    p = stage_params(smk)
+    assert (p.dataset, p.seed, p.assign, p.device) == ("mnist", 3, "nearest", "cpu")
+    smk.params = SimpleNamespace(dataset="fashionmnist")
+    with pytest.raises(GeovqError, match="differ from the wildcards"):
+        stage_params(smk)

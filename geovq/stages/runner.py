@@ -2,6 +2,8 @@
 
 Stages take ``inp``/``out``/``params`` objects with attribute access (Snakemake's, or SimpleNamespace
 in tests) and a `Log`; they read their inputs, call the library and write their outputs atomically.
+A stage's ``params`` hold the job's wildcards (``dataset``, ``variant``, ``seed`` as an int, ...)
+and the rule's ``params:``, so rules do not restate their wildcards as params.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import sys
 import time
 import traceback
+from types import SimpleNamespace
 
 from geovq.io import GeovqError
 
@@ -37,7 +40,7 @@ def entry(smk, stage):
     try:
         redirect = open(log_path, "a") if log_path else contextlib.nullcontext(sys.stderr)
         with redirect as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-            stage(smk.input, smk.output, smk.params, log)
+            stage(smk.input, smk.output, stage_params(smk), log)
         log("geovq modules: " + " ".join(sorted(m for m in sys.modules if m == "geovq" or m.startswith("geovq."))))
         log(f"done in {time.perf_counter() - log.t0:.1f}s")
     except (GeovqError, ValueError) as e:
@@ -47,6 +50,22 @@ def entry(smk, stage):
             traceback.print_exc(file=log.f)
         print(msg, file=stderr, flush=True)
         sys.exit(1)
+
+
+def _items(named):
+    return dict(named.items()) if hasattr(named, "items") else dict(vars(named))
+
+
+def stage_params(smk):
+    """The job's wildcards (``seed`` as an int) and the rule's params, as one namespace."""
+    wildcards = _items(smk.wildcards) if hasattr(smk, "wildcards") else {}
+    if "seed" in wildcards:
+        wildcards["seed"] = int(wildcards["seed"])
+    params = _items(smk.params)
+    clash = sorted(k for k in set(wildcards) & set(params) if wildcards[k] != params[k])
+    if clash:
+        raise GeovqError(f"rule {smk.rule}: params {clash} differ from the wildcards of the same name")
+    return SimpleNamespace(**{**wildcards, **params})
 
 
 def _set_threads(n):
