@@ -27,7 +27,6 @@ wildcard_constraints:
     assign="|".join(Q.ASSIGNS),
 
 
-
 include: "rules/data.smk"
 include: "rules/vae.smk"
 include: "rules/codebook.smk"
@@ -41,6 +40,6 @@ include: "rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         final_targets(),
-    default_target: True

@@ -63,9 +63,13 @@ def bench(label, grid, K, n_layer, n_head, n_embd, batch_size, *, steps, device,
     sample(model, n_sample, labels=np.arange(n_sample) % n_classes, generator=torch.Generator().manual_seed(0))
     sample_s = time.perf_counter() - t0
     return {
-        "case": label, "tokens/img": L, "params": sum(p.numel() for p in model.parameters()),
-        "train tokens/s": steps * batch_size * L / train_s, "train imgs/s": steps * batch_size / train_s,
-        "nll tokens/s": len(grids) * L / nll_s, "sample imgs/s": n_sample / sample_s,
+        "case": label,
+        "tokens/img": L,
+        "params": sum(p.numel() for p in model.parameters()),
+        "train tokens/s": steps * batch_size * L / train_s,
+        "train imgs/s": steps * batch_size / train_s,
+        "nll tokens/s": len(grids) * L / nll_s,
+        "sample imgs/s": n_sample / sample_s,
     }
 
 
@@ -86,8 +90,10 @@ def main():
     for r in rows:
         print("| " + " | ".join(f"{v:,.0f}" if isinstance(v, (int, float)) else str(v) for v in r.values()) + " |")
     r = rows[0]
-    print(f"\nspatial default: one epoch over 20k grids ~ {20000 / r['train imgs/s']:.0f} s, "
-          f"over 60k ~ {60000 / r['train imgs/s']:.0f} s; 10k samples ~ {10000 / r['sample imgs/s']:.0f} s")
+    print(
+        f"\nspatial default: one epoch over 20k grids ~ {20000 / r['train imgs/s']:.0f} s, "
+        f"over 60k ~ {60000 / r['train imgs/s']:.0f} s; 10k samples ~ {10000 / r['sample imgs/s']:.0f} s"
+    )
 
 
 if __name__ == "__main__":

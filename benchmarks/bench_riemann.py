@@ -21,9 +21,19 @@ from geovq.riemann import METHODS, cell_metrics, edge_lengths_from_metrics, edge
 def conv_decoder(c=8):
     """Stand-in spatial decoder, shaped like geovq.models.ConvDecoder: (c, 4, 4) grid -> (1, 28, 28) mean, BN with non-trivial running stats."""
     net = nn.Sequential(
-        nn.Conv2d(c, 32, 1), nn.Upsample(size=(7, 7)), nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.Upsample(size=(14, 14)), nn.Conv2d(32, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Upsample(size=(28, 28)), nn.Conv2d(16, 1, 3, padding=1), nn.Sigmoid())
+        nn.Conv2d(c, 32, 1),
+        nn.Upsample(size=(7, 7)),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.Upsample(size=(14, 14)),
+        nn.Conv2d(32, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Upsample(size=(28, 28)),
+        nn.Conv2d(16, 1, 3, padding=1),
+        nn.Sigmoid(),
+    )
     for m in net.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.normal_(0, 0.3)
@@ -33,8 +43,16 @@ def conv_decoder(c=8):
 
 def mlp_decoder(d=16):
     """Stand-in vanilla decoder: (d, 1, 1) grid -> (1, 28, 28) mean, 16 -> 512 -> 512 -> 784."""
-    body = nn.Sequential(nn.Flatten(), nn.Linear(d, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
-                         nn.Linear(512, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28)))
+    body = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(d, 512),
+        nn.ReLU(),
+        nn.Linear(512, 512),
+        nn.ReLU(),
+        nn.Linear(512, 784),
+        nn.Sigmoid(),
+        nn.Unflatten(1, (1, 28, 28)),
+    )
     return body.eval(), (d, 1, 1)
 
 
@@ -45,8 +63,11 @@ def forward_flops(decode, module, grid):
     def hook(m, inp, out):
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
             cin = m.in_channels if isinstance(m, nn.Conv2d) else m.out_channels
-            macs = (out.numel() if isinstance(m, nn.Conv2d) else inp[0].numel()) * (
-                cin // m.groups) * math.prod(m.kernel_size)
+            macs = (
+                (out.numel() if isinstance(m, nn.Conv2d) else inp[0].numel())
+                * (cin // m.groups)
+                * math.prod(m.kernel_size)
+            )
             total[0] += 2 * macs
         elif isinstance(m, nn.Linear):
             total[0] += 2 * out.numel() * m.in_features
@@ -65,7 +86,7 @@ def matmul_roofline(n=2048, reps=5):
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     best = min(_timed(lambda: a @ b)[1] for _ in range(reps))
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def _timed(fn):
@@ -77,10 +98,10 @@ def _timed(fn):
 def knn_csr(x, k, chunk=2048):
     """Symmetric (union) exact kNN graph of the rows of x by chunked torch distances."""
     xt = torch.as_tensor(x, dtype=torch.float32)
-    sq = (xt ** 2).sum(1)
+    sq = (xt**2).sum(1)
     nbr = []
     for s in range(0, len(xt), chunk):
-        d2 = sq[s:s + chunk, None] - 2 * xt[s:s + chunk] @ xt.T + sq[None]
+        d2 = sq[s : s + chunk, None] - 2 * xt[s : s + chunk] @ xt.T + sq[None]
         d2[torch.arange(d2.shape[0]), torch.arange(s, s + d2.shape[0])] = float("inf")
         nbr.append(d2.topk(k, largest=False).indices)
     nbr = torch.cat(nbr).numpy()
@@ -146,14 +167,30 @@ def bench(name, decode, module, grid, args, roof, rows):
     decode64 = module64 if decode is module else types.MethodType(decode.__func__, module64)
     ref = cell_metrics(decode64, Z, sample, method="vmap_jvp", dtype=torch.float64, batch_size=bs)
     for m in rates:
-        err = np.sqrt(((out[m] - ref) ** 2).sum((1, 2)) / (ref ** 2).sum((1, 2)))
+        err = np.sqrt(((out[m] - ref) ** 2).sum((1, 2)) / (ref**2).sum((1, 2)))
         gf = work[m] * rates[m] / 1e9
-        rows.append((name, f"metrics {m}", f"{rates[m]:,.0f} cells/s", f"{gf:.1f}", f"{100 * gf / roof:.1f} %",
-                     f"rounds spread x{spread[m]:.2f}; vs float64: median {np.median(err):.0e}, "
-                     f"{int((err > 1e-3).sum())} cells > 1e-3"))
+        rows.append(
+            (
+                name,
+                f"metrics {m}",
+                f"{rates[m]:,.0f} cells/s",
+                f"{gf:.1f}",
+                f"{100 * gf / roof:.1f} %",
+                f"rounds spread x{spread[m]:.2f}; vs float64: median {np.median(err):.0e}, "
+                f"{int((err > 1e-3).sum())} cells > 1e-3",
+            )
+        )
     gf = F * len(fwd_batch) / best_t["forward"] / 1e9
-    rows.append((name, f"decoder forward only, batch {len(fwd_batch)}", f"{len(fwd_batch) / best_t['forward']:,.0f} images/s",
-                 f"{gf:.1f}", f"{100 * gf / roof:.1f} %", "no grad, the rewritten decoder's own forward (pixel shuffles, no phase chaining)"))
+    rows.append(
+        (
+            name,
+            f"decoder forward only, batch {len(fwd_batch)}",
+            f"{len(fwd_batch) / best_t['forward']:,.0f} images/s",
+            f"{gf:.1f}",
+            f"{100 * gf / roof:.1f} %",
+            "no grad, the rewritten decoder's own forward (pixel shuffles, no phase chaining)",
+        )
+    )
     best = max(METHODS, key=rates.get)
 
     # metrics path on the whole graph, as the pipeline runs it (one cell_metrics call: its set-up,
@@ -169,34 +206,62 @@ def bench(name, decode, module, grid, args, roof, rows):
     rate_jvp = len(pick) / best_t["edge_jvp"]
     pos = out["edge_jvp"] > 0  # duplicate cells: 0 by JVP, the positive floor by the metrics path
     err = float(np.max(np.abs(np.asarray(L[i, j]).ravel() - out["edge_jvp"])[pos] / out["edge_jvp"][pos]))
-    print(f"kNN k={args.k}: {E:,} undirected edges ({t_knn:.1f} s); whole graph via metrics: cell_metrics "
-          f"{t_met:.2f} s + edge_lengths_from_metrics {t_len:.2f} s; per-edge JVP {len(pick)} edges "
-          f"{best_t['edge_jvp']:.1f} s (best of {args.rounds}); max rel diff of the two paths {err:.1e}")
+    print(
+        f"kNN k={args.k}: {E:,} undirected edges ({t_knn:.1f} s); whole graph via metrics: cell_metrics "
+        f"{t_met:.2f} s + edge_lengths_from_metrics {t_len:.2f} s; per-edge JVP {len(pick)} edges "
+        f"{best_t['edge_jvp']:.1f} s (best of {args.rounds}); max rel diff of the two paths {err:.1e}"
+    )
     gf = work[best] * n_cells / t_path / 1e9
-    rows.append((name, f"edges via metrics ({best})", f"{E / t_path:,.0f} edges/s", f"{gf:.1f}",
-                 f"{100 * gf / roof:.1f} %", f"{t_path:.1f} s for {E:,} edges (best of {args.rounds})"))
+    rows.append(
+        (
+            name,
+            f"edges via metrics ({best})",
+            f"{E / t_path:,.0f} edges/s",
+            f"{gf:.1f}",
+            f"{100 * gf / roof:.1f} %",
+            f"{t_path:.1f} s for {E:,} edges (best of {args.rounds})",
+        )
+    )
     gf = 4 * F * rate_jvp / 1e9
-    rows.append((name, "edges via per-edge JVP", f"{rate_jvp:,.0f} edges/s", f"{gf:.1f}", f"{100 * gf / roof:.1f} %",
-                 f"~{E / rate_jvp:.0f} s for {E:,} edges: metrics path x{(E / rate_jvp) / t_path:.1f} faster"))
+    rows.append(
+        (
+            name,
+            "edges via per-edge JVP",
+            f"{rate_jvp:,.0f} edges/s",
+            f"{gf:.1f}",
+            f"{100 * gf / roof:.1f} %",
+            f"~{E / rate_jvp:.0f} s for {E:,} edges: metrics path x{(E / rate_jvp) / t_path:.1f} faster",
+        )
+    )
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--n-cells", type=int, default=20_000, help="graph nodes (cells)")
     p.add_argument("--k", type=int, default=20)
-    p.add_argument("--metric-cells", type=int, default=2048,
-                   help="cells timed per metric method and round (one cell_metrics call each)")
+    p.add_argument(
+        "--metric-cells",
+        type=int,
+        default=2048,
+        help="cells timed per metric method and round (one cell_metrics call each)",
+    )
     p.add_argument("--jvp-edges", type=int, default=1024, help="edges timed on the per-edge JVP path per round")
     p.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds; the best is kept")
     p.add_argument("--batch-size", type=int, default=128, help="cells per chunk (cell_metrics' default)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--checkpoint", help="geovq VAE checkpoint (geovq.train.load_vae) instead of the stand-ins")
-    p.add_argument("--latents", help="latent grids (N, C, H, W) instead of N(0, 1) samples: a .npy, or the "
-                   "pipeline's latents_train.npz (key 'mu')")
+    p.add_argument(
+        "--latents",
+        help="latent grids (N, C, H, W) instead of N(0, 1) samples: a .npy, or the "
+        "pipeline's latents_train.npz (key 'mu')",
+    )
     p.add_argument("--only", choices=["conv", "mlp"], help="benchmark one stand-in only")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--default-malloc", action="store_true",
-                   help="leave glibc malloc's defaults (the pipeline's metric jobs call geovq.device.keep_freed_memory)")
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc malloc's defaults (the pipeline's metric jobs call geovq.device.keep_freed_memory)",
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -208,11 +273,14 @@ def main():
         args.latents = (arr["mu"] if isinstance(arr, np.lib.npyio.NpzFile) else arr).astype(np.float32)
 
     roof = matmul_roofline()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 2048x2048 matmul: {roof:.0f} GFLOP/s; "
-          f"malloc keeps freed memory: {kept}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; fp32 2048x2048 matmul: {roof:.0f} GFLOP/s; "
+        f"malloc keeps freed memory: {kept}"
+    )
     rows = []
     if args.checkpoint:
         from geovq.train import load_vae
+
         model = load_vae(args.checkpoint)
         bench(args.checkpoint, model.decode, model, tuple(model.latent_shape), args, roof, rows)
     else:
@@ -223,10 +291,12 @@ def main():
             bench(name, module, module, grid, args, roof, rows)
 
     # the machine may be shared: a roofline far from the start's means the ratios drifted
-    print(f"\nfp32 matmul roofline at the end: {matmul_roofline():.0f} GFLOP/s (start {roof:.0f}). GFLOP/s "
-          f"counts the decoder's conv/linear FLOPs for what each path computes: 1 + C forward passes per "
-          f"cell (fold_jvp 2C: it recomputes the primal C times). Extra FLOPs a path executes are not counted: "
-          f"'stacked' runs the spatial decoder's last layer as a coarse-grid phase conv, 4x that layer's FLOPs.")
+    print(
+        f"\nfp32 matmul roofline at the end: {matmul_roofline():.0f} GFLOP/s (start {roof:.0f}). GFLOP/s "
+        f"counts the decoder's conv/linear FLOPs for what each path computes: 1 + C forward passes per "
+        f"cell (fold_jvp 2C: it recomputes the primal C times). Extra FLOPs a path executes are not counted: "
+        f"'stacked' runs the spatial decoder's last layer as a coarse-grid phase conv, 4x that layer's FLOPs."
+    )
     head = ("decoder", "path", "throughput", "GFLOP/s", "of roofline", "note")
     widths = [max(len(str(r[c])) for r in rows + [head]) for c in range(len(head))]
     print()

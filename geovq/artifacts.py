@@ -16,8 +16,10 @@ def load_latents(path):
     d = load_npz(path, ("mu", "labels"))
     mu = d["mu"]
     if mu.ndim != 4 or not np.isfinite(mu).all():
-        raise GeovqError(f"{path}: expected finite latents mu (N, C, H, W), got {mu.shape}"
-                         + ("" if np.isfinite(mu).all() else " with NaN/inf"))
+        raise GeovqError(
+            f"{path}: expected finite latents mu (N, C, H, W), got {mu.shape}"
+            + ("" if np.isfinite(mu).all() else " with NaN/inf")
+        )
     return mu, d["labels"]
 
 

@@ -87,10 +87,20 @@ def train_classifier(images, labels, params, *, seed, device, log=print):
             va_loss, va_acc = _epoch(model, images[va], labels[va], 1024, device) if len(va) else (np.nan, np.nan)
         if len(va):
             guard.check(va_loss, "validation loss")
-        rows.append({"epoch": epoch, "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss,
-                     "val_acc": va_acc, "seconds": time.perf_counter() - t0})
-        log(f"epoch {epoch}/{params['epochs']}: train loss {tr_loss:.4f} acc {tr_acc:.4f}; "
-            f"val loss {va_loss:.4f} acc {va_acc:.4f}; {rows[-1]['seconds']:.1f}s")
+        rows.append(
+            {
+                "epoch": epoch,
+                "train_loss": tr_loss,
+                "train_acc": tr_acc,
+                "val_loss": va_loss,
+                "val_acc": va_acc,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
+        log(
+            f"epoch {epoch}/{params['epochs']}: train loss {tr_loss:.4f} acc {tr_acc:.4f}; "
+            f"val loss {va_loss:.4f} acc {va_acc:.4f}; {rows[-1]['seconds']:.1f}s"
+        )
     guard.check_model(model)
     return model.eval(), rows
 
@@ -132,8 +142,15 @@ def predict(model, images, device="cpu", batch_size=256) -> np.ndarray:
 
 
 def save_classifier(path, model, params, *, dataset):
-    save_checkpoint(path, "classifier", model, dataset=dataset, image_shape=list(model.image_shape),
-                    n_classes=model.n_classes, arch={k: params[k] for k in ARCH_KEYS})
+    save_checkpoint(
+        path,
+        "classifier",
+        model,
+        dataset=dataset,
+        image_shape=list(model.image_shape),
+        n_classes=model.n_classes,
+        arch={k: params[k] for k in ARCH_KEYS},
+    )
 
 
 def load_classifier(path, device="cpu", dataset=None):

@@ -50,8 +50,15 @@ class EuclideanKMeans:
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.n_clusters > len(x):
             raise ValueError(f"codebook K={self.n_clusters} is larger than the number of cells {len(x)}")
-        km = faiss.Kmeans(x.shape[1], self.n_clusters, niter=self.n_iter, nredo=self.n_init,
-                          seed=self.seed, max_points_per_centroid=1_000_000, verbose=False)
+        km = faiss.Kmeans(
+            x.shape[1],
+            self.n_clusters,
+            niter=self.n_iter,
+            nredo=self.n_init,
+            seed=self.seed,
+            max_points_per_centroid=1_000_000,
+            verbose=False,
+        )
         km.train(x)
         self.cluster_centers_ = km.centroids.copy()
         self.labels_, dist = nearest_centroid(x, self.cluster_centers_)
@@ -102,8 +109,10 @@ class EuclideanKMedoids:
         if self.n_clusters > len(x):
             raise ValueError(f"codebook K={self.n_clusters} is larger than the number of cells {len(x)}")
         if len(x) > KMEDOIDS_MAX_CELLS:
-            raise ValueError(f"kmedoids needs a dense {len(x)}x{len(x)} distance matrix; at most "
-                             f"{KMEDOIDS_MAX_CELLS} cells (config key 'codebook.fit_cells')")
+            raise ValueError(
+                f"kmedoids needs a dense {len(x)}x{len(x)} distance matrix; at most "
+                f"{KMEDOIDS_MAX_CELLS} cells (config key 'codebook.fit_cells')"
+            )
         D = euclidean_distances(x)
         init = init_kmeans_snapped(x, self.n_clusters, self.seed)
         res = kmedoids.fasterpam(D, init, max_iter=self.max_iter, n_cpu=1)

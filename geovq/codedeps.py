@@ -48,8 +48,11 @@ class _Module:
             if isinstance(stmt, (ast.Import, ast.ImportFrom)):
                 for alias in stmt.names:
                     bound = alias.asname or alias.name.split(".")[0]
-                    one = ast.Import(names=[alias]) if isinstance(stmt, ast.Import) else ast.ImportFrom(
-                        module=stmt.module, names=[alias], level=stmt.level)
+                    one = (
+                        ast.Import(names=[alias])
+                        if isinstance(stmt, ast.Import)
+                        else ast.ImportFrom(module=stmt.module, names=[alias], level=stmt.level)
+                    )
                     self.imports.setdefault(bound, []).append(one)
         for stmt in self.tree.body:
             self.import_time.extend(_import_time_parts(stmt))

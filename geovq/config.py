@@ -51,8 +51,14 @@ def _message(err: jsonschema.ValidationError) -> str:
 
 
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-_PARSED_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict,
-                 "null": type(None)}
+_PARSED_TYPES = {
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+    "null": type(None),
+}
 
 
 def _resolve(schema, root):

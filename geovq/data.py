@@ -80,7 +80,9 @@ def _read_idx_split(name, folder: Path, split: str):
             labels = ds.targets.numpy()
         except (AssertionError, RuntimeError, ValueError) as e:
             files = [str(_idx_file(folder, f)) for f in IDX_FILES[split]]
-            raise GeovqError(f"{files[0]}: not a valid idx file pair with {files[1]} ({type(e).__name__} {e})") from None
+            raise GeovqError(
+                f"{files[0]}: not a valid idx file pair with {files[1]} ({type(e).__name__} {e})"
+            ) from None
     if images.ndim != 3 or len(images) != len(labels):
         raise GeovqError(f"{folder}: {split} images {images.shape} and labels {labels.shape} disagree")
     return images[:, None].astype(np.uint8), labels.astype(np.int64)
@@ -170,8 +172,11 @@ def load_raw(name: str, split: str, *, data_dir="data", download=False, options=
         n = options.get("n_train", 2000) if split == "train" else options.get("n_test", 500)
         seed = options.get("seed", 0) + (0 if split == "train" else 1)  # disjoint draws per split
         return synthetic(
-            n, size=options.get("size", 16), channels=options.get("channels") or 1,  # null: grey
-            classes=options.get("classes", 4), seed=seed,
+            n,
+            size=options.get("size", 16),
+            channels=options.get("channels") or 1,  # null: grey
+            classes=options.get("classes", 4),
+            seed=seed,
         )
     if name in IDX_DATASETS:
         folder, looked = find_idx_dir(name, data_dir, system_dirs)
@@ -214,13 +219,23 @@ def subset_indices(n: int, size, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
-def prepare(name, out_train, out_test, *, data_dir="data", download=False, options=None,
-            expected_channels=None, system_dirs=None):
+def prepare(
+    name,
+    out_train,
+    out_test,
+    *,
+    data_dir="data",
+    download=False,
+    options=None,
+    expected_channels=None,
+    system_dirs=None,
+):
     """Write the prepared train and test files of a dataset (optionally seeded subsets)."""
     options = options or {}
     for split, out in (("train", out_train), ("test", out_test)):
-        images, labels = load_raw(name, split, data_dir=data_dir, download=download,
-                                  options=options, system_dirs=system_dirs)
+        images, labels = load_raw(
+            name, split, data_dir=data_dir, download=download, options=options, system_dirs=system_dirs
+        )
         if expected_channels is not None and images.shape[1] != expected_channels:
             raise GeovqError(
                 f"dataset {name!r}: images have {images.shape[1]} channels, config expects {expected_channels}"

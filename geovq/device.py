@@ -53,5 +53,10 @@ def keep_freed_memory(mmap_threshold=256 << 20, trim_threshold=1 << 30, top_pad=
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return all([mallopt(_M_MMAP_THRESHOLD, mmap_threshold), mallopt(_M_TRIM_THRESHOLD, trim_threshold),
-                mallopt(_M_TOP_PAD, top_pad)])
+    return all(
+        [
+            mallopt(_M_MMAP_THRESHOLD, mmap_threshold),
+            mallopt(_M_TRIM_THRESHOLD, trim_threshold),
+            mallopt(_M_TOP_PAD, top_pad),
+        ]
+    )

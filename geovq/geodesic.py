@@ -16,8 +16,9 @@ _BLOCK = 4_000_000
 
 def _check_graph(G):
     if not sp.issparse(G) or G.ndim != 2 or G.shape[0] != G.shape[1]:
-        raise ValueError(f"G: expected a square scipy.sparse matrix, got {type(G).__name__} "
-                         f"of shape {getattr(G, 'shape', None)}")
+        raise ValueError(
+            f"G: expected a square scipy.sparse matrix, got {type(G).__name__} of shape {getattr(G, 'shape', None)}"
+        )
     G = sp.csr_matrix(G, dtype=np.float64)
     if G.nnz and not (G.data >= 0).all():
         raise ValueError("G: edge lengths must be >= 0 and not NaN")
@@ -37,11 +38,12 @@ def _check_nodes(nodes, n, name):
 
 
 def _voronoi(G, medoids):
-    dist, _, src = dijkstra(G, directed=True, indices=medoids, min_only=True,
-                            return_predecessors=True)
+    dist, _, src = dijkstra(G, directed=True, indices=medoids, min_only=True, return_predecessors=True)
     if (src < 0).any():
-        raise ValueError(f"G: {int((src < 0).sum())} node(s) unreachable from every medoid; "
-                         "bridge components first (graph.bridge_components)")
+        raise ValueError(
+            f"G: {int((src < 0).sum())} node(s) unreachable from every medoid; "
+            "bridge components first (graph.bridge_components)"
+        )
     pos = np.empty(G.shape[0], dtype=np.int64)
     pos[medoids] = np.arange(medoids.size)
     return dist, pos[src]
@@ -89,13 +91,12 @@ def _row_sums(H, sources):
     step = max(1, _BLOCK // H.shape[0])
     out = np.empty(sources.size)
     for s in range(0, sources.size, step):
-        D = dijkstra(H, directed=True, indices=sources[s:s + step])
-        out[s:s + step] = D.sum(axis=1)
+        D = dijkstra(H, directed=True, indices=sources[s : s + step])
+        out[s : s + step] = D.sum(axis=1)
     return out
 
 
-def medoid_update(G, members, *, current=None, exact_max=200, n_sample=32, n_candidates=8,
-                  seed=0, _loc=None):
+def medoid_update(G, members, *, current=None, exact_max=200, n_sample=32, n_candidates=8, seed=0, _loc=None):
     """The member minimising the sum of geodesic distances to the other members.
 
     Distances are shortest paths in the subgraph of G induced by `members` (not in all of
@@ -129,7 +130,7 @@ def medoid_update(G, members, *, current=None, exact_max=200, n_sample=32, n_can
         est = np.zeros(n)
         step = max(1, _BLOCK // n)
         for s in range(0, sample.size, step):
-            est += dijkstra(H, directed=True, indices=sample[s:s + step]).sum(axis=0)
+            est += dijkstra(H, directed=True, indices=sample[s : s + step]).sum(axis=0)
         cand = np.argpartition(est, min(n_candidates, n) - 1)[:n_candidates]
         if cur is not None:
             cand = np.union1d(cand, [cur])
@@ -173,9 +174,14 @@ def second_nearest(G, dist, label, *, return_label=False):
     del via
     indptr = np.concatenate([[0], np.cumsum(inside), [0]])[np.append(G.indptr, -1)]
     indptr[-1] = indptr[-2] + has.sum()
-    H = sp.csr_matrix((np.concatenate([G.data[inside], entry[has]]),
-                       np.concatenate([G.indices[inside], np.flatnonzero(has).astype(G.indices.dtype)]),
-                       indptr), shape=(n + 1, n + 1))
+    H = sp.csr_matrix(
+        (
+            np.concatenate([G.data[inside], entry[has]]),
+            np.concatenate([G.indices[inside], np.flatnonzero(has).astype(G.indices.dtype)]),
+            indptr,
+        ),
+        shape=(n + 1, n + 1),
+    )
     if not return_label:
         return dijkstra(H, directed=True, indices=n)[:n]
     d2, pred = dijkstra(H, directed=True, indices=n, return_predecessors=True)
@@ -256,8 +262,7 @@ def init_kmeans_snapped(x, k, seed):
 
     The start of every K-medoids fit (geodesic here, Euclidean in geovq.codebook.EuclideanKMedoids),
     so that K-medoids quantizers differ in their distances, not in where they start."""
-    km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False,
-                      max_points_per_centroid=256)
+    km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False, max_points_per_centroid=256)
     km.cp.min_points_per_centroid = 1  # silences faiss's "too few points" warning on tiny tests
     km.train(x)
     index = faiss.IndexFlatL2(x.shape[1])
@@ -284,7 +289,7 @@ def _init_kmeanspp(G, k, rng):
     if not np.isfinite(dist).all():
         raise ValueError("G: not connected; bridge components first (graph.bridge_components)")
     for _ in range(1, k):
-        p = dist ** 2
+        p = dist**2
         p[medoids] = 0.0
         if p.sum() > 0:
             m = int(rng.choice(n, p=p / p.sum()))
@@ -318,9 +323,21 @@ class GeodesicKMedoids:
     non-increasing), n_iter_ = len(objective_) - 1, n_swaps_, timings_ (s per phase).
     """
 
-    def __init__(self, n_clusters, *, init="kmeans", max_iter=20, tol=0.0, seed=0, swap=True,
-                 max_swap_rounds=100, swap_candidates=8, swap_depth=16, exact_max=200,
-                 verbose=False):
+    def __init__(
+        self,
+        n_clusters,
+        *,
+        init="kmeans",
+        max_iter=20,
+        tol=0.0,
+        seed=0,
+        swap=True,
+        max_swap_rounds=100,
+        swap_candidates=8,
+        swap_depth=16,
+        exact_max=200,
+        verbose=False,
+    ):
         self.n_clusters = n_clusters
         self.init = init
         self.max_iter = max_iter
@@ -357,8 +374,14 @@ class GeodesicKMedoids:
             order, starts = _cluster_order(label, k)
             new = medoids.copy()
             for j in np.flatnonzero(dirty):
-                new[j] = medoid_update(G, order[starts[j]:starts[j + 1]], current=medoids[j],
-                                       exact_max=self.exact_max, seed=self.seed + j, _loc=loc)
+                new[j] = medoid_update(
+                    G,
+                    order[starts[j] : starts[j + 1]],
+                    current=medoids[j],
+                    exact_max=self.exact_max,
+                    seed=self.seed + j,
+                    _loc=loc,
+                )
             if np.array_equal(new, medoids):
                 break
             new_dist, new_label = _voronoi(G, new)
@@ -494,7 +517,7 @@ class _SwapSearch:
 
     def _evaluate(self, j, members, band, label, medoid, dist, d2):
         """Evaluate cell j's next candidates; keeps its best local and far swaps."""
-        cand = self.perm[j][self.ptr[j]:self.ptr[j] + self.n_cand]
+        cand = self.perm[j][self.ptr[j] : self.ptr[j] + self.n_cand]
         self.ptr[j] += cand.size
         cand = cand[members[cand] != medoid]
         if cand.size == 0:
@@ -511,10 +534,12 @@ class _SwapSearch:
             band_label = label[band]
             nodes = np.concatenate([members, band])
             cut = np.flatnonzero(np.diff(band_label)) + 1
-            offset = np.concatenate([[0], members.size + np.concatenate([[0], cut])]) if band.size \
+            offset = (
+                np.concatenate([[0], members.size + np.concatenate([[0], cut])])
+                if band.size
                 else np.zeros(1, dtype=np.int64)
-            cells = np.concatenate([[j], band_label[offset[1:] - members.size]]) if band.size \
-                else np.array([j])
+            )
+            cells = np.concatenate([[j], band_label[offset[1:] - members.size]]) if band.size else np.array([j])
             self.region[j] = (nodes, offset, cells, _induced(self.G, nodes, self.loc))
         nodes, offset, cells, H = self.region[j]
         d1r, d2r = dist[nodes], d2[nodes]
@@ -549,8 +574,8 @@ class _SwapSearch:
 
     def _reset(self, stale, order, starts, gain):
         for j in np.flatnonzero(stale):
-            g = gain[order[starts[j]:starts[j + 1]]]
-            self.perm[j] = np.lexsort((self.rng.random(g.size), -g))[:self.depth]
+            g = gain[order[starts[j] : starts[j + 1]]]
+            self.perm[j] = np.lexsort((self.rng.random(g.size), -g))[: self.depth]
             self.ptr[j] = 0
             self.cands[j], self.base[j], self.region[j] = [], [], None
 
@@ -582,17 +607,15 @@ class _SwapSearch:
         # distance plus what their direct neighbours would save (ties broken at random)
         gain = dist.copy()
         nonempty = np.diff(G.indptr) > 0
-        gain[nonempty] += np.add.reduceat(np.maximum(dist[G.indices] - G.data, 0.0),
-                                          G.indptr[:-1][nonempty])
+        gain[nonempty] += np.add.reduceat(np.maximum(dist[G.indices] - G.data, 0.0), G.indptr[:-1][nonempty])
         self._reset(stale, order, starts, gain)
         eps = 1e-12 * float(dist.sum())
         # evaluate further candidates until some swap helps or all have been evaluated
         while True:
             todo = np.flatnonzero(self.ptr < sizes)
             for j in todo:
-                band = band_order[band_starts[j]:band_starts[j + 1]]
-                self._evaluate(j, order[starts[j]:starts[j + 1]], band, label, medoids[j],
-                               dist, d2)
+                band = band_order[band_starts[j] : band_starts[j + 1]]
+                self._evaluate(j, order[starts[j] : starts[j + 1]], band, label, medoids[j], dist, d2)
             props = self._proposals(removal, eps)
             if props:
                 break
@@ -619,8 +642,8 @@ def _select_swaps(props, medoids, removal, adj_ptr, adj, eps, level):
     1 no j lies in another swap's region either.
     """
     k = medoids.size
-    aff = np.zeros(k, dtype=bool)        # cells an accepted swap accounted for or changed
-    protect = np.zeros(k, dtype=bool)    # medoids an accepted swap relies on as fallback
+    aff = np.zeros(k, dtype=bool)  # cells an accepted swap accounted for or changed
+    protect = np.zeros(k, dtype=bool)  # medoids an accepted swap relies on as fallback
     removed = np.zeros(k, dtype=bool)
     by_removal = np.argsort(removal, kind="stable")
     cheapest = removal[by_removal[0]]
@@ -636,18 +659,18 @@ def _select_swaps(props, medoids, removal, adj_ptr, adj, eps, level):
             ok = ~aff[by_removal] & ~protect[by_removal]
             aff[region] = was
             for m in by_removal[ok]:
-                if not removed[adj[adj_ptr[m]:adj_ptr[m + 1]]].any():
+                if not removed[adj[adj_ptr[m] : adj_ptr[m + 1]]].any():
                     break
             else:
                 continue
             delta = delta - cheapest + removal[m]
             if delta >= -eps:
                 continue
-        elif aff[m] or protect[m] or removed[adj[adj_ptr[m]:adj_ptr[m + 1]]].any():
+        elif aff[m] or protect[m] or removed[adj[adj_ptr[m] : adj_ptr[m + 1]]].any():
             continue
         aff[cells] = True
         aff[m] = True
-        protect[adj[adj_ptr[m]:adj_ptr[m + 1]]] = True
+        protect[adj[adj_ptr[m] : adj_ptr[m + 1]]] = True
         removed[m] = True
         new[m] = c
         total += delta

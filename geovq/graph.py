@@ -50,8 +50,8 @@ def _exact_lengths(base, queries, idx, chunk=1 << 16):
     """
     out = np.empty(idx.shape, dtype=np.float32)
     for s in range(0, idx.shape[0], chunk):
-        diff = base[idx[s:s + chunk]] - queries[s:s + chunk, None, :]
-        out[s:s + chunk] = np.sqrt(np.einsum("ijc,ijc->ij", diff, diff, dtype=np.float64))
+        diff = base[idx[s : s + chunk]] - queries[s : s + chunk, None, :]
+        out[s : s + chunk] = np.sqrt(np.einsum("ijc,ijc->ij", diff, diff, dtype=np.float64))
     return out
 
 
@@ -147,8 +147,9 @@ def _knn(base, queries, k, rows, method, exact_max, seed, n_sample=1000):
         index = _DistinctHNSW(base)
         # choose efSearch on a seeded sample of queries against exact search, then search
         # all queries once: the recall reported is the sample's
-        pick = np.sort(np.random.default_rng(seed).choice(
-            queries.shape[0], size=min(n_sample, queries.shape[0]), replace=False))
+        pick = np.sort(
+            np.random.default_rng(seed).choice(queries.shape[0], size=min(n_sample, queries.shape[0]), replace=False)
+        )
         sub_rows = None if rows is None else rows[pick]
         exact = _search(flat, queries[pick], k, sub_rows)
         for ef in HNSW_EF_SEARCH:
@@ -158,8 +159,8 @@ def _knn(base, queries, k, rows, method, exact_max, seed, n_sample=1000):
                 break
         else:
             raise ValueError(
-                f"hnsw recall={recall:.4f} < {MIN_RECALL} even at efSearch={index.hnsw.efSearch}; "
-                "use method='exact'")
+                f"hnsw recall={recall:.4f} < {MIN_RECALL} even at efSearch={index.hnsw.efSearch}; use method='exact'"
+            )
         idx = index.search(queries, k, rows)
         # HNSW can return fewer than k results (-1) for a few rows: search those exactly
         short = np.flatnonzero((idx < 0).any(axis=1))
@@ -237,8 +238,13 @@ def knn_graph(x, k, *, symmetrize="union", method="auto", exact_max=200_000, see
     G.sort_indices()
     n_comp, _ = connected_components(G, directed=False)
     info.update(
-        n_nodes=int(n), symmetrize=symmetrize, n_edges=int(G.nnz // 2),
-        n_components=int(n_comp), floor=floor, seconds=time.perf_counter() - t0)
+        n_nodes=int(n),
+        symmetrize=symmetrize,
+        n_edges=int(G.nnz // 2),
+        n_components=int(n_comp),
+        floor=floor,
+        seconds=time.perf_counter() - t0,
+    )
     return G, info
 
 
@@ -254,7 +260,7 @@ def _argmin_over(qa, ba, ranges, block_rows=2048, block_cols=1024):
     best = np.full(qa.shape[0], np.inf, dtype=np.float32)
     arg = np.full(qa.shape[0], -1, dtype=np.int64)
     for r0 in range(0, qa.shape[0], block_rows):
-        q = qa[r0:r0 + block_rows]
+        q = qa[r0 : r0 + block_rows]
         rows = slice(r0, r0 + q.shape[0])
         for lo, hi in ranges:
             for c0 in range(lo, hi, block_cols):
@@ -322,8 +328,10 @@ def bridge_components(G, x, *, exact_pairs=1e8, n_starts=8, seed=0):
         sizes = np.bincount(comp, minlength=n_comp)
         starts = np.concatenate([[0], np.cumsum(sizes)])
         ba = np.hstack([x[order], sqnorm[order, None]])
+
         def qa_of(pos):
             return np.hstack([-2.0 * ba[pos, :-1], np.ones((pos.size, 1), np.float32)])
+
         pairs = set()
         for c in np.argsort(sizes)[:-1]:  # all but the largest
             p, q = _closest_pair(ba, qa_of, starts[c], starts[c + 1], n, exact_pairs, n_starts, rng)
@@ -335,8 +343,7 @@ def bridge_components(G, x, *, exact_pairs=1e8, n_starts=8, seed=0):
         b = np.array([e[1] for e in pairs], dtype=np.int64)
         diff = x[a].astype(np.float64) - x[b]
         w = np.maximum(np.sqrt((diff * diff).sum(axis=1)), floor)
-        B = sp.csr_matrix((np.concatenate([w, w]), (np.concatenate([a, b]), np.concatenate([b, a]))),
-                          shape=(n, n))
+        B = sp.csr_matrix((np.concatenate([w, w]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n))
         G = sp.csr_matrix(G.maximum(B))
     G.sort_indices()
     return G, len(new_edges)

@@ -41,8 +41,10 @@ def atomic_path(path):
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(path.parent).free / 2**20
-            raise GeovqError(f"{path}: {os.strerror(e.errno).lower()} while writing it ({free:.1f} MiB free there); "
-                             "nothing was written under this name: free space, then rerun the same command") from None
+            raise GeovqError(
+                f"{path}: {os.strerror(e.errno).lower()} while writing it ({free:.1f} MiB free there); "
+                "nothing was written under this name: free space, then rerun the same command"
+            ) from None
         raise
 
 
@@ -154,12 +156,16 @@ def load_torch(path):
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         if found:
-            raise GeovqError(f"{path}: refused: the checkpoint holds a pickled Python object ({found[1]}), not only "
-                             "tensors and plain values; geovq reads checkpoints with torch.load(weights_only=True) "
-                             "so that a file cannot run code") from None
+            raise GeovqError(
+                f"{path}: refused: the checkpoint holds a pickled Python object ({found[1]}), not only "
+                "tensors and plain values; geovq reads checkpoints with torch.load(weights_only=True) "
+                "so that a file cannot run code"
+            ) from None
         detail = re.search(r"Unsupported operand \d+|invalid load key[^\n]*", str(e))
-        raise GeovqError(f"{path}: not a readable checkpoint (corrupt, or not written by torch.save: "
-                         f"{detail[0] if detail else _first_line(e)})") from None
+        raise GeovqError(
+            f"{path}: not a readable checkpoint (corrupt, or not written by torch.save: "
+            f"{detail[0] if detail else _first_line(e)})"
+        ) from None
     except Exception as e:
         raise GeovqError(f"{path}: not a readable checkpoint ({type(e).__name__}: {_first_line(e)})") from None
 

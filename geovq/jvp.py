@@ -22,6 +22,7 @@ def owner_module(decode):
 
 # --- the same decoder, rewritten for forward-mode AD ------------------------------------------
 
+
 def _fold_batchnorm(conv, bn):
     """Conv2d followed by an eval-mode BatchNorm2d as one Conv2d (the same affine map)."""
     scale = torch.rsqrt(bn.running_var + bn.eps)
@@ -62,11 +63,18 @@ class _UpsampleConv(nn.Module):
 
     @staticmethod
     def applies(up, conv):
-        return (isinstance(up, nn.Upsample) and up.mode in ("nearest", "nearest-exact")
-                and isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-                and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-                and conv.padding_mode == "zeros"
-                and (up.size is not None or all(float(f) == 2.0 for f in _pair(up.scale_factor))))
+        return (
+            isinstance(up, nn.Upsample)
+            and up.mode in ("nearest", "nearest-exact")
+            and isinstance(conv, nn.Conv2d)
+            and conv.kernel_size == (3, 3)
+            and conv.stride == (1, 1)
+            and conv.padding == (1, 1)
+            and conv.dilation == (1, 1)
+            and conv.groups == 1
+            and conv.padding_mode == "zeros"
+            and (up.size is not None or all(float(f) == 2.0 for f in _pair(up.scale_factor)))
+        )
 
     def doubles(self, h, w):
         """Whether the upsample doubles an (h, w) input (else the original pair runs)."""
@@ -115,8 +123,13 @@ def _rewrite(seq):
     """The children of an nn.Sequential with BN folded into the convs, then upsample + conv fused."""
     folded = []
     for m in seq:
-        if (isinstance(m, nn.BatchNorm2d) and folded and isinstance(folded[-1], nn.Conv2d)
-                and m.track_running_stats and m.running_var is not None):
+        if (
+            isinstance(m, nn.BatchNorm2d)
+            and folded
+            and isinstance(folded[-1], nn.Conv2d)
+            and m.track_running_stats
+            and m.running_var is not None
+        ):
             folded[-1] = _fold_batchnorm(folded[-1], m)
         else:
             folded.append(m)
@@ -204,17 +217,23 @@ def _softplus(beta, threshold):
     def rule(p):
         bp = beta * p
         return F.softplus(p, beta, threshold), torch.where(bp > threshold, 1.0, torch.sigmoid(bp)).to(p.dtype)
+
     return rule
 
 
 # pointwise f: rule(primal) -> (f(primal), f'(primal)); f(primal) None when f is positively
 # homogeneous (f(p) = f'(p) p), so one multiplication serves every block
-_POINTWISE_FUNCTIONS = {torch.relu: _relu, F.relu: _relu, torch.sigmoid: _sigmoid, F.sigmoid: _sigmoid,
-                        torch.tanh: _tanh, F.tanh: _tanh}
+_POINTWISE_FUNCTIONS = {
+    torch.relu: _relu,
+    F.relu: _relu,
+    torch.sigmoid: _sigmoid,
+    F.sigmoid: _sigmoid,
+    torch.tanh: _tanh,
+    F.tanh: _tanh,
+}
 _POINTWISE_METHODS = {"relu": _relu, "sigmoid": _sigmoid, "tanh": _tanh}
 # linear maps that act on each batch element alike: applied to the whole stack as they are
-_LINEAR_MODULES = (nn.Upsample, nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.PixelShuffle,
-                   nn.ZeroPad2d)
+_LINEAR_MODULES = (nn.Upsample, nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout, nn.PixelShuffle, nn.ZeroPad2d)
 _LINEAR_FUNCTIONS = {torch.flatten, torch.reshape, F.interpolate, F.pixel_shuffle}
 _LINEAR_METHODS = {"view", "reshape", "flatten", "unflatten", "contiguous", "permute"}
 # shape queries on a stacked tensor: evaluated as they are (the batch size they see is the stack's)
@@ -352,16 +371,23 @@ class Linearized:
     def _check(self, node):
         if node.op == "call_module":
             m = self.root.get_submodule(node.target)
-            ok = (isinstance(m, _LINEAR_MODULES) or _module_rule(m) is not None
-                  or isinstance(m, _UpsampleConv) or type(m) in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-                  or (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None))
+            ok = (
+                isinstance(m, _LINEAR_MODULES)
+                or _module_rule(m) is not None
+                or isinstance(m, _UpsampleConv)
+                or type(m) in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+                or (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None)
+            )
             if isinstance(m, (nn.Flatten, nn.Unflatten)) and getattr(m, "start_dim", getattr(m, "dim", 1)) == 0:
                 ok = False
         elif node.op == "call_function":
-            ok = (node.target in _POINTWISE_FUNCTIONS or node.target in _LINEAR_FUNCTIONS
-                  or node.target in (F.leaky_relu, F.softplus, operator.add, operator.mul, operator.truediv,
-                                     operator.getitem, torch.add)
-                  or (node.target is getattr and node.args[1] in _SHAPE_ACCESS))
+            ok = (
+                node.target in _POINTWISE_FUNCTIONS
+                or node.target in _LINEAR_FUNCTIONS
+                or node.target
+                in (F.leaky_relu, F.softplus, operator.add, operator.mul, operator.truediv, operator.getitem, torch.add)
+                or (node.target is getattr and node.args[1] in _SHAPE_ACCESS)
+            )
         elif node.op == "call_method":
             ok = node.target in _POINTWISE_METHODS or node.target in _LINEAR_METHODS or node.target in ("size", "dim")
         else:
@@ -376,8 +402,9 @@ class Linearized:
             return isinstance(m, _UpsampleConv) or _module_rule(m) is not None
         if node.op == "call_method":
             return node.target in _POINTWISE_METHODS
-        return node.op == "call_function" and (node.target in _POINTWISE_FUNCTIONS
-                                               or node.target in (F.leaky_relu, F.softplus))
+        return node.op == "call_function" and (
+            node.target in _POINTWISE_FUNCTIONS or node.target in (F.leaky_relu, F.softplus)
+        )
 
     def __call__(self, x, blocks, pixel_order=True):
         """pixel_order=False: the output's elements may come permuted within each sample
@@ -416,8 +443,10 @@ class Linearized:
             if isinstance(y, (torch.Tensor, _Phased)):
                 m = y.t.shape[0] if isinstance(y, _Phased) else (y.shape[0] if y.ndim else None)
                 if m != n:
-                    raise Unsupported(f"{node.op} {node.target} mixes the batch dimension "
-                                      f"({tuple(x.shape)} -> {tuple(full(y).shape)})")
+                    raise Unsupported(
+                        f"{node.op} {node.target} mixes the batch dimension "
+                        f"({tuple(x.shape)} -> {tuple(full(y).shape)})"
+                    )
                 stacked.add(node)
             env[node] = y
         return out
@@ -488,8 +517,12 @@ class Linearized:
             y = y.clone()
             y[: y.shape[0] // blocks] += c  # a constant offset: the primal block only
             return y
-        if t in (operator.mul, operator.truediv) and len(inputs) == 1 and node.args[0] in inputs \
-                and isinstance(b, (int, float)):
+        if (
+            t in (operator.mul, operator.truediv)
+            and len(inputs) == 1
+            and node.args[0] in inputs
+            and isinstance(b, (int, float))
+        ):
             return t(a, b)
         if t is operator.mul and len(inputs) == 1 and node.args[1] in inputs and isinstance(a, (int, float)):
             return a * b

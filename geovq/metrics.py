@@ -24,8 +24,9 @@ def _gaussian_window(size: int, sigma: float, dtype) -> torch.Tensor:
     return torch.outer(g, g)
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, win_size: int = 11,
-         sigma: float = 1.5) -> torch.Tensor:
+def ssim(
+    a: torch.Tensor, b: torch.Tensor, *, data_range: float = 1.0, win_size: int = 11, sigma: float = 1.5
+) -> torch.Tensor:
     """Per-image SSIM (Wang et al. 2004) with a Gaussian window, averaged over valid windows and channels.
 
     With win_size=11 this equals ``skimage.metrics.structural_similarity(gaussian_weights=True,

@@ -126,8 +126,9 @@ class CodePrior(nn.Module):
             if labels.shape != (batch,):
                 raise GeovqError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
             if len(labels) and (labels.min() < 0 or labels.max() >= self.config.n_classes):
-                raise GeovqError(f"labels must lie in [0, {self.config.n_classes}), "
-                                 f"found [{int(labels.min())}, {int(labels.max())}]")
+                raise GeovqError(
+                    f"labels must lie in [0, {self.config.n_classes}), found [{int(labels.min())}, {int(labels.max())}]"
+                )
 
     def logits_from_prefix(self, prefix, labels=None, last_only=False):
         """Logits (B, t+1, K) of codes 0..t given a prefix (B, t) of already chosen codes (t < L).
@@ -158,8 +159,10 @@ def check_codes(model_or_cfg, codes, what="codes"):
     cfg = model_or_cfg.config if isinstance(model_or_cfg, CodePrior) else model_or_cfg
     codes = torch.as_tensor(np.asarray(codes) if not torch.is_tensor(codes) else codes)
     if codes.ndim != 3 or tuple(codes.shape[1:]) != tuple(cfg.grid):
-        raise GeovqError(f"{what}: grid shape {tuple(codes.shape[1:])} disagrees with the prior's "
-                         f"grid {tuple(cfg.grid)} (expected codes (N, {cfg.grid[0]}, {cfg.grid[1]}))")
+        raise GeovqError(
+            f"{what}: grid shape {tuple(codes.shape[1:])} disagrees with the prior's "
+            f"grid {tuple(cfg.grid)} (expected codes (N, {cfg.grid[0]}, {cfg.grid[1]}))"
+        )
     if codes.dtype.is_floating_point or codes.dtype == torch.bool:
         raise GeovqError(f"{what}: expected integer codes, got {codes.dtype}")
     if codes.numel() and (codes.min() < 0 or codes.max() >= cfg.K):
@@ -227,24 +230,36 @@ def train_prior(codes, labels, K, params, *, seed, device, log=print):
     if params["conditional"] and labels is None:
         raise GeovqError("a class-conditional prior needs the labels of its code grids")
     n_classes = int(np.max(labels)) + 1 if params["conditional"] else 0
-    cfg = PriorConfig(K=int(K), grid=(int(codes.shape[1]), int(codes.shape[2])), n_classes=n_classes,
-                      n_layer=params["n_layer"], n_head=params["n_head"], n_embd=params["n_embd"],
-                      dropout=params["dropout"])
+    cfg = PriorConfig(
+        K=int(K),
+        grid=(int(codes.shape[1]), int(codes.shape[2])),
+        n_classes=n_classes,
+        n_layer=params["n_layer"],
+        n_head=params["n_head"],
+        n_embd=params["n_embd"],
+        dropout=params["dropout"],
+    )
     seq = check_codes(cfg, codes)
     y = _labels(labels) if params["conditional"] else None
     tr, va = split_train_val(len(seq), params["val_fraction"], seed)
     if len(tr) == 0 or len(va) == 0:
-        raise GeovqError(f"prior: {len(seq)} code grids are too few for a train/validation split "
-                         f"(val_fraction={params['val_fraction']})")
+        raise GeovqError(
+            f"prior: {len(seq)} code grids are too few for a train/validation split "
+            f"(val_fraction={params['val_fraction']})"
+        )
     if cfg.block_size == 1:
-        log(f"one code per image (grid {cfg.grid}): the prior is a {'class-conditional ' if n_classes else ''}"
-            f"categorical distribution over K={K} codes; the Transformer sees only the start token")
+        log(
+            f"one code per image (grid {cfg.grid}): the prior is a {'class-conditional ' if n_classes else ''}"
+            f"categorical distribution over K={K} codes; the Transformer sees only the start token"
+        )
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = CodePrior(cfg).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"prior {asdict(cfg)}: {n_params / 1e6:.2f}M parameters; {len(tr)} train / {len(va)} validation grids "
-        f"of {cfg.block_size} tokens; device {device}")
+    log(
+        f"prior {asdict(cfg)}: {n_params / 1e6:.2f}M parameters; {len(tr)} train / {len(va)} validation grids "
+        f"of {cfg.block_size} tokens; device {device}"
+    )
     bs, epochs = params["batch_size"], params["epochs"]
     opt = _optimizer(model, params["lr"], params["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(epochs * math.ceil(len(tr) / bs)))
@@ -278,13 +293,22 @@ def train_prior(codes, labels, K, params, *, seed, device, log=print):
             best, best_state, bad = val_bits, copy.deepcopy(model.state_dict()), 0
         else:
             bad += 1
-        rows.append({
-            "epoch": epoch, "train_bits_per_token": total / n_tok / LN2, "val_bits_per_token": val_bits,
-            "lr": opt.param_groups[0]["lr"], "tokens_per_s": n_tok / seconds, "seconds": seconds, "best": improved,
-        })
-        log(f"epoch {epoch}/{epochs}: train {rows[-1]['train_bits_per_token']:.4f} bits/token, "
+        rows.append(
+            {
+                "epoch": epoch,
+                "train_bits_per_token": total / n_tok / LN2,
+                "val_bits_per_token": val_bits,
+                "lr": opt.param_groups[0]["lr"],
+                "tokens_per_s": n_tok / seconds,
+                "seconds": seconds,
+                "best": improved,
+            }
+        )
+        log(
+            f"epoch {epoch}/{epochs}: train {rows[-1]['train_bits_per_token']:.4f} bits/token, "
             f"val {val_bits:.4f} bits/token ({val_bits * cfg.block_size:.2f} bits/image); "
-            f"{n_tok / seconds:,.0f} tokens/s; {seconds:.1f}s")
+            f"{n_tok / seconds:,.0f} tokens/s; {seconds:.1f}s"
+        )
         if bad >= params["patience"]:
             log(f"early stop: validation NLL has not improved for {bad} epochs")
             break

@@ -44,12 +44,26 @@ QUANTIZERS = {
     q.name: q
     for q in (
         Quantizer("kmeans", "euclidean_codebook", "vae", what="Euclidean k-means centroids (squared distances)"),
-        Quantizer("kmedoids", "euclidean_codebook", "vae",
-                  what="Euclidean K-medoids (FasterPAM; medoids, straight-line distances)"),
-        Quantizer("graph", "geodesic_medoids", "vae", edge_lengths="euclidean",
-                  what="geodesic K-medoids on the kNN graph, Euclidean edge lengths"),
-        Quantizer("riemannian", "geodesic_medoids", "vae", edge_lengths="riemannian",
-                  what="geodesic K-medoids on the kNN graph, decoder pull-back edge lengths"),
+        Quantizer(
+            "kmedoids",
+            "euclidean_codebook",
+            "vae",
+            what="Euclidean K-medoids (FasterPAM; medoids, straight-line distances)",
+        ),
+        Quantizer(
+            "graph",
+            "geodesic_medoids",
+            "vae",
+            edge_lengths="euclidean",
+            what="geodesic K-medoids on the kNN graph, Euclidean edge lengths",
+        ),
+        Quantizer(
+            "riemannian",
+            "geodesic_medoids",
+            "vae",
+            edge_lengths="riemannian",
+            what="geodesic K-medoids on the kNN graph, decoder pull-back edge lengths",
+        ),
         Quantizer("vqvae", "train_vqvae", "vqvae", what="end-to-end VQ-VAE (EMA codebook)"),
     )
 }
@@ -89,6 +103,8 @@ def baseline_training(vae_section: dict, vqvae_section: dict) -> dict:
     ones (commitment beta, EMA decay, restarts, ...) from its own."""
     clash = sorted(set(SHARED_TRAINING) & set(vqvae_section))
     if clash:
-        raise ValueError(f"config keys 'vqvae.*.{clash[0]}': the VQ-VAE trains with the VAE's "
-                         f"{', '.join(SHARED_TRAINING)} (set them under vae.<variant>)")
+        raise ValueError(
+            f"config keys 'vqvae.*.{clash[0]}': the VQ-VAE trains with the VAE's "
+            f"{', '.join(SHARED_TRAINING)} (set them under vae.<variant>)"
+        )
     return {**vqvae_section, **{k: vae_section[k] for k in SHARED_TRAINING}}

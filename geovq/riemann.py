@@ -16,6 +16,7 @@ from geovq.jvp import Linearized, Unsupported, for_jvp, owner_module
 # edge" in some routines and as a zero-length edge in others.
 LENGTH_FLOOR = 1e-12
 
+
 @contextlib.contextmanager
 def _evaluating(decode):
     """Eval mode and no parameter grads for the call; every submodule's own mode is restored
@@ -143,8 +144,9 @@ _JT = {"stacked": _jt_stacked, "vmap_jvp": _jt_vmap_jvp, "fold_jvp": _jt_fold_jv
 METHODS = tuple(_JT)
 
 
-def cell_metrics(decode, Z, cells, *, batch_size=128, device=None, dtype=torch.float32,
-                 method="auto", channels_last=True, fuse=True) -> np.ndarray:
+def cell_metrics(
+    decode, Z, cells, *, batch_size=128, device=None, dtype=torch.float32, method="auto", channels_last=True, fuse=True
+) -> np.ndarray:
     """Pull-back metric G = JᵀJ (M, C, C) float32 of each cell in `cells`.
 
     decode: module (or bound method of one, or plain callable) mapping (B, C, H, W) latent
@@ -249,15 +251,16 @@ def edge_lengths_from_metrics(G_csr, x, metrics, *, chunk=1 << 16, min_length=No
     a, b = np.divmod(key, N)
     L = np.empty(len(key), dtype=np.float64)
     for s in range(0, len(key), chunk):
-        i, j = a[s:s + chunk], b[s:s + chunk]
+        i, j = a[s : s + chunk], b[s : s + chunk]
         d = x[j] - x[i]
-        L[s:s + chunk] = 0.5 * (np.sqrt(_quad(d, metrics[i])) + np.sqrt(_quad(d, metrics[j])))
+        L[s : s + chunk] = 0.5 * (np.sqrt(_quad(d, metrics[i])) + np.sqrt(_quad(d, metrics[j])))
     L = np.maximum(L, _floor(L, min_length))
     return sp.csr_matrix((L[inv.ravel()], G_csr.indices.copy(), G_csr.indptr.copy()), shape=(N, N))
 
 
-def edge_lengths_jvp(decode, Z, cell_i, cell_j, x_i, x_j, *, batch_size=1024, device=None,
-                     dtype=torch.float32, channels_last=True) -> np.ndarray:
+def edge_lengths_jvp(
+    decode, Z, cell_i, cell_j, x_i, x_j, *, batch_size=1024, device=None, dtype=torch.float32, channels_last=True
+) -> np.ndarray:
     """Riemannian lengths ½(‖J(z_i)Δ‖ + ‖J(z_j)Δ‖) (E,) float64 of the edges cell_i[e]-cell_j[e].
 
     Δ = x_j − x_i (E, C); J(z) is evaluated at the grids in Z (same conventions as
@@ -287,7 +290,8 @@ def edge_lengths_jvp(decode, Z, cell_i, cell_j, x_i, x_j, *, batch_size=1024, de
             tan = torch.zeros_like(z)
             r = torch.arange(len(both), device=device)
             tan[r, :, torch.as_tensor(h[both], device=device), torch.as_tensor(w[both], device=device)] = (
-                torch.as_tensor(np.concatenate([delta[e], delta[e]]), device=device, dtype=dtype))
+                torch.as_tensor(np.concatenate([delta[e], delta[e]]), device=device, dtype=dtype)
+            )
             _, t = jvp(decode, (_layout(z, channels_last),), (_layout(tan, channels_last),))
             out[both] = torch.linalg.vector_norm(t.reshape(len(both), -1).double(), dim=1).cpu().numpy()
     return 0.5 * (out[:E] + out[E:])
@@ -309,20 +313,27 @@ def new_point_lengths(metrics_new, x_new, metrics_nodes, x_nodes, nbr_idx, *, ch
     metrics_nodes, x_nodes = np.asarray(metrics_nodes), np.asarray(x_nodes)
     nbr_idx = np.asarray(nbr_idx)
     M, C = x_new.shape
-    if metrics_new.shape != (M, C, C) or nbr_idx.ndim != 2 or nbr_idx.shape[0] != M \
-            or metrics_nodes.shape != (x_nodes.shape[0], C, C) or x_nodes.shape[1] != C:
-        raise ValueError(f"shapes do not match: metrics_new {metrics_new.shape}, x_new {x_new.shape}, "
-                         f"metrics_nodes {metrics_nodes.shape}, x_nodes {x_nodes.shape}, nbr_idx {nbr_idx.shape}")
+    if (
+        metrics_new.shape != (M, C, C)
+        or nbr_idx.ndim != 2
+        or nbr_idx.shape[0] != M
+        or metrics_nodes.shape != (x_nodes.shape[0], C, C)
+        or x_nodes.shape[1] != C
+    ):
+        raise ValueError(
+            f"shapes do not match: metrics_new {metrics_new.shape}, x_new {x_new.shape}, "
+            f"metrics_nodes {metrics_nodes.shape}, x_nodes {x_nodes.shape}, nbr_idx {nbr_idx.shape}"
+        )
     k = nbr_idx.shape[1]
     out = np.empty((M, k), dtype=np.float64)
     rows = max(1, chunk // max(k, 1))
     for s in range(0, M, rows):
-        idx = nbr_idx[s:s + rows].ravel()
-        d = x_nodes[idx] - np.repeat(x_new[s:s + rows], k, axis=0)  # (m*k, C)
+        idx = nbr_idx[s : s + rows].ravel()
+        d = x_nodes[idx] - np.repeat(x_new[s : s + rows], k, axis=0)  # (m*k, C)
         q_nbr = _quad(d, metrics_nodes[idx])
         if one_sided:
-            out[s:s + rows] = np.sqrt(q_nbr).reshape(-1, k)
+            out[s : s + rows] = np.sqrt(q_nbr).reshape(-1, k)
             continue
-        q_new = _quad(d, np.repeat(metrics_new[s:s + rows], k, axis=0))
-        out[s:s + rows] = (0.5 * (np.sqrt(q_new) + np.sqrt(q_nbr))).reshape(-1, k)
+        q_new = _quad(d, np.repeat(metrics_new[s : s + rows], k, axis=0))
+        out[s : s + rows] = (0.5 * (np.sqrt(q_new) + np.sqrt(q_nbr))).reshape(-1, k)
     return out

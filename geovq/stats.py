@@ -84,8 +84,10 @@ def paired_contrast(d, alpha: float = 0.05) -> dict:
     if bad.any():
         s, i = np.argwhere(bad)[0]
         kind = "NaN" if np.isnan(d).any() else "infinite"
-        raise ValueError(f"paired_contrast: d has {int(bad.sum())} non-finite ({kind}) values, first at "
-                         f"seed row {s}, image column {i}; drop metrics that do not apply before calling")
+        raise ValueError(
+            f"paired_contrast: d has {int(bad.sum())} non-finite ({kind}) values, first at "
+            f"seed row {s}, image column {i}; drop metrics that do not apply before calling"
+        )
 
     mean = float(d.mean())
     if S == 1:

@@ -23,16 +23,39 @@ from geovq.stats import paired_contrast
 GROUP_COLUMNS = ["dataset", "variant", "quantizer", "assign"]
 
 KEY_COLUMNS = [
-    "mse_quant_real", "psnr_quant_real", "ssim_quant_real", "mse_quant_cont", "mse_cont_real",
-    "test_perplexity", "test_dead_codes", "test_bits_per_token", "fd_samples_real",
+    "mse_quant_real",
+    "psnr_quant_real",
+    "ssim_quant_real",
+    "mse_quant_cont",
+    "mse_cont_real",
+    "test_perplexity",
+    "test_dead_codes",
+    "test_bits_per_token",
+    "fd_samples_real",
     "fd_quant_recon_real",
 ]
 
 CONTRAST_METRICS = ["mse_quant_real", "psnr_quant_real", "ssim_quant_real", "mse_quant_cont"]
 
 CONTRAST_COLUMNS = [
-    "dataset", "variant", "contrast", "factor", "metric", "a_mean", "b_mean", "diff", "diff_lo",
-    "diff_hi", "rel_diff", "rel_lo", "rel_hi", "p_value", "df", "n_seeds", "n_images", "method",
+    "dataset",
+    "variant",
+    "contrast",
+    "factor",
+    "metric",
+    "a_mean",
+    "b_mean",
+    "diff",
+    "diff_lo",
+    "diff_hi",
+    "rel_diff",
+    "rel_lo",
+    "rel_hi",
+    "p_value",
+    "df",
+    "n_seeds",
+    "n_images",
+    "method",
 ]
 
 # Metrics the written answer reports, with their names in a sentence.
@@ -109,11 +132,9 @@ def _md_table(headers, rows, align=None) -> str:
     align = align or "l" * len(headers)
 
     def line(r):
-        return "| " + " | ".join(v.rjust(w) if a == "r" else v.ljust(w)
-                                 for v, w, a in zip(r, widths, align)) + " |"
+        return "| " + " | ".join(v.rjust(w) if a == "r" else v.ljust(w) for v, w, a in zip(r, widths, align)) + " |"
 
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2))
-                          for w, a in zip(widths, align)) + "|"
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2)) for w, a in zip(widths, align)) + "|"
     return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]]) + "\n"
 
 
@@ -149,8 +170,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     dup = df.duplicated(GROUP_COLUMNS + ["seed"], keep=False)
     if dup.any():
         first = df.loc[dup, GROUP_COLUMNS + ["seed"]].iloc[0].tolist()
-        raise ValueError(f"summary: {int(dup.sum())} rows share dataset/variant/quantizer/assign/seed, "
-                         f"e.g. {first}")
+        raise ValueError(f"summary: {int(dup.sum())} rows share dataset/variant/quantizer/assign/seed, e.g. {first}")
     keys = [c for c in KEY_COLUMNS if c in df.columns]
     vals = df[GROUP_COLUMNS + ["seed"]].copy()
     for c in keys:
@@ -234,8 +254,10 @@ def _metric_stack(per_image, dv, side_key, side, seeds, metric, n):
     for seed, r in zip(seeds, rows):
         if r is None or not np.isfinite(r).all():
             k = n if r is None else int((~np.isfinite(r)).sum())
-            raise ValueError(f"{metric} of {_dv_name(dv)} {side} seed {seed} has {k} missing or "
-                             f"non-finite per-image values while other seeds have values")
+            raise ValueError(
+                f"{metric} of {_dv_name(dv)} {side} seed {seed} has {k} missing or "
+                f"non-finite per-image values while other seeds have values"
+            )
     return np.stack(rows)
 
 
@@ -243,8 +265,7 @@ def _dv_name(dv) -> str:
     return f"{dv[0]}/{dv[1]}"
 
 
-def contrasts(per_image: dict, specs: list, alpha: float = 0.05,
-              metrics: list | None = None) -> pd.DataFrame:
+def contrasts(per_image: dict, specs: list, alpha: float = 0.05, metrics: list | None = None) -> pd.DataFrame:
     """Paired contrasts between two sides, per dataset x variant, over seeds and images.
 
     Parameters
@@ -298,8 +319,12 @@ def contrasts(per_image: dict, specs: list, alpha: float = 0.05,
                 skipped.append({**info, "reason": f"no results for {' and '.join(absent)}"})
                 continue
             if sides[a] != sides[b]:
-                skipped.append({**info, "reason": f"different seeds: {a_name} has {sorted(sides[a])}, "
-                                                  f"{b_name} has {sorted(sides[b])}"})
+                skipped.append(
+                    {
+                        **info,
+                        "reason": f"different seeds: {a_name} has {sorted(sides[a])}, {b_name} has {sorted(sides[b])}",
+                    }
+                )
                 continue
             seeds = sorted(sides[a])
             ref = None
@@ -307,14 +332,18 @@ def contrasts(per_image: dict, specs: list, alpha: float = 0.05,
                 ia = _image_index(per_image[dv + a + (seed,)], a_name, seed)
                 ib = _image_index(per_image[dv + b + (seed,)], b_name, seed)
                 if not np.array_equal(ia, ib):
-                    raise ValueError(f"{_dv_name(dv)}: image_index of {a_name} and {b_name} differ "
-                                     f"in seed {seed}; a paired contrast needs the same test images")
+                    raise ValueError(
+                        f"{_dv_name(dv)}: image_index of {a_name} and {b_name} differ "
+                        f"in seed {seed}; a paired contrast needs the same test images"
+                    )
                 if ref is None:
                     ref, ref_seed = ia, seed
                 elif not np.array_equal(ia, ref):
-                    raise ValueError(f"{_dv_name(dv)}: image_index of {a_name} / {b_name} in seed "
-                                     f"{seed} differs from seed {ref_seed}; every seed must score the "
-                                     f"same test images")
+                    raise ValueError(
+                        f"{_dv_name(dv)}: image_index of {a_name} / {b_name} in seed "
+                        f"{seed} differs from seed {ref_seed}; every seed must score the "
+                        f"same test images"
+                    )
             n = len(ref)
             contrast = f"{a_name} {MINUS} {b_name}"
             for m in metrics:
@@ -331,13 +360,28 @@ def contrasts(per_image: dict, specs: list, alpha: float = 0.05,
                     rel_lo, rel_hi = sorted((r["lo"] / b_mean, r["hi"] / b_mean))
                 else:
                     rel = rel_lo = rel_hi = float("nan")
-                rows.append({
-                    "dataset": dv[0], "variant": dv[1], "contrast": contrast, "factor": factor,
-                    "metric": m, "a_mean": a_mean, "b_mean": b_mean, "diff": r["mean"],
-                    "diff_lo": r["lo"], "diff_hi": r["hi"], "rel_diff": rel, "rel_lo": rel_lo,
-                    "rel_hi": rel_hi, "p_value": r["p_value"], "df": r["df"],
-                    "n_seeds": r["n_seeds"], "n_images": r["n_images"], "method": r["method"],
-                })
+                rows.append(
+                    {
+                        "dataset": dv[0],
+                        "variant": dv[1],
+                        "contrast": contrast,
+                        "factor": factor,
+                        "metric": m,
+                        "a_mean": a_mean,
+                        "b_mean": b_mean,
+                        "diff": r["mean"],
+                        "diff_lo": r["lo"],
+                        "diff_hi": r["hi"],
+                        "rel_diff": rel,
+                        "rel_lo": rel_lo,
+                        "rel_hi": rel_hi,
+                        "p_value": r["p_value"],
+                        "df": r["df"],
+                        "n_seeds": r["n_seeds"],
+                        "n_images": r["n_images"],
+                        "method": r["method"],
+                    }
+                )
     out = pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
     out.attrs["skipped"] = skipped
     out.attrs["left_out"] = left_out
@@ -351,16 +395,24 @@ def contrasts_markdown(c: pd.DataFrame) -> str:
     headers = ["dataset", "variant", "contrast", "metric", "diff [lo, hi]", "rel %", "p", "seeds × images"]
     rows = []
     for _, r in c.iterrows():
-        rows.append([
-            r["dataset"], r["variant"], r["contrast"], r["metric"],
-            "{} [{}, {}]".format(*_interval(r["diff"], r["diff_lo"], r["diff_hi"])),
-            _pct(r["rel_diff"]), _p(r["p_value"]), f"{int(r['n_seeds'])} × {int(r['n_images'])}",
-        ])
+        rows.append(
+            [
+                r["dataset"],
+                r["variant"],
+                r["contrast"],
+                r["metric"],
+                "{} [{}, {}]".format(*_interval(r["diff"], r["diff_lo"], r["diff_hi"])),
+                _pct(r["rel_diff"]),
+                _p(r["p_value"]),
+                f"{int(r['n_seeds'])} × {int(r['n_images'])}",
+            ]
+        )
     text = _md_table(headers, rows, "llllrrrr")
     skipped = c.attrs.get("skipped") or []
     if skipped:
         text += "\nNot computed:\n\n" + "".join(
-            f"- {s['dataset']}/{s['variant']}: {s['a']} {MINUS} {s['b']}: {s['reason']}\n" for s in skipped)
+            f"- {s['dataset']}/{s['variant']}: {s['a']} {MINUS} {s['b']}: {s['reason']}\n" for s in skipped
+        )
     return text
 
 
@@ -371,8 +423,10 @@ def _clause(r, level: str) -> str:
     name = ANSWER_METRICS[r["metric"]]
     a_side = r["contrast"].split(f" {MINUS} ")[0]
     est, lo, hi = _interval(r["diff"], r["diff_lo"], r["diff_hi"])
-    text = (f"{name} {est} ({_pct(r['rel_diff'])} %), {level} CI [{lo}, {hi}], p {'' if r['p_value'] == 0 else '= '}{_p(r['p_value'])}, "
-            f"{int(r['n_seeds'])} seed{'s' if int(r['n_seeds']) != 1 else ''} × {int(r['n_images'])} images")
+    text = (
+        f"{name} {est} ({_pct(r['rel_diff'])} %), {level} CI [{lo}, {hi}], p {'' if r['p_value'] == 0 else '= '}{_p(r['p_value'])}, "
+        f"{int(r['n_seeds'])} seed{'s' if int(r['n_seeds']) != 1 else ''} × {int(r['n_images'])} images"
+    )
     if r["diff_hi"] < 0:
         verdict = f"{a_side} is lower"
     elif r["diff_lo"] > 0:
@@ -409,16 +463,17 @@ def _answer_parts(c: pd.DataFrame, alpha: float):
         sentences = []
         for (contrast, factor), gc in g.groupby(["contrast", "factor"], sort=False, dropna=False):
             factor = "" if pd.isna(factor) else str(factor)
-            clauses = [_clause(r, level) for m in ANSWER_METRICS
-                       for _, r in gc[gc["metric"] == m].iterrows()]
+            clauses = [_clause(r, level) for m in ANSWER_METRICS for _, r in gc[gc["metric"] == m].iterrows()]
             if not clauses:
                 continue
             head = f"{contrast} ({factor})" if factor else contrast
             sentences.append(f"{head}: " + "; ".join(clauses) + ".")
         if sentences:
             sections.append((f"{ds}, {var}", sentences))
-    notes = [f"{s['dataset']}/{s['variant']}: {s['a']} {MINUS} {s['b']} not computed ({s['reason']})."
-             for s in c.attrs.get("skipped") or []]
+    notes = [
+        f"{s['dataset']}/{s['variant']}: {s['a']} {MINUS} {s['b']} not computed ({s['reason']})."
+        for s in c.attrs.get("skipped") or []
+    ]
     return method, sections, notes
 
 

@@ -33,8 +33,10 @@ class Diverged:
         self.model, self.epochs, self.lr, self.epoch, self.last = model, epochs, lr, 0, None
 
     def _fail(self, what):
-        raise GeovqError(f"{self.model} training diverged in epoch {self.epoch}/{self.epochs}: {what} "
-                         f"(lr {self.lr:g}; a lower learning rate may help); no checkpoint written")
+        raise GeovqError(
+            f"{self.model} training diverged in epoch {self.epoch}/{self.epochs}: {what} "
+            f"(lr {self.lr:g}; a lower learning rate may help); no checkpoint written"
+        )
 
     def check(self, loss, what="training loss"):
         """Raise GeovqError if ``loss`` (a scalar tensor, or a float) is NaN or inf: one cheap test per step."""
@@ -94,13 +96,19 @@ def train_vae(variant, images, params, *, seed, device, log=print):
             guard.check(va_loss[0], "validation -ELBO")
         row = {
             "epoch": epoch,
-            "train_neg_elbo": tr_loss[0], "train_recon": tr_loss[1], "train_kl": tr_loss[2],
-            "val_neg_elbo": va_loss[0], "val_recon": va_loss[1], "val_kl": va_loss[2],
+            "train_neg_elbo": tr_loss[0],
+            "train_recon": tr_loss[1],
+            "train_kl": tr_loss[2],
+            "val_neg_elbo": va_loss[0],
+            "val_recon": va_loss[1],
+            "val_kl": va_loss[2],
             "seconds": time.perf_counter() - t0,
         }
         rows.append(row)
-        log(f"epoch {epoch}/{params['epochs']}: train -ELBO {tr_loss[0]:.2f} (recon {tr_loss[1]:.2f}, "
-            f"KL {tr_loss[2]:.2f}); val -ELBO {va_loss[0]:.2f}; {row['seconds']:.1f}s")
+        log(
+            f"epoch {epoch}/{params['epochs']}: train -ELBO {tr_loss[0]:.2f} (recon {tr_loss[1]:.2f}, "
+            f"KL {tr_loss[2]:.2f}); val -ELBO {va_loss[0]:.2f}; {row['seconds']:.1f}s"
+        )
     guard.check_model(model)
     model.eval()
     return model, rows
@@ -125,8 +133,16 @@ def decode(model, z, device, batch_size=1024) -> torch.Tensor:
 def save_vae(path, model, variant, params, *, dataset, image_shape):
     arch = {k: params[k] for k in ARCH_KEYS[variant]}
     training = {k: params[k] for k in ("epochs", "batch_size", "lr", "val_fraction", "beta") if k in params}
-    save_checkpoint(path, "vae", model, variant=variant, dataset=dataset, image_shape=list(image_shape), arch=arch,
-                    training=training)
+    save_checkpoint(
+        path,
+        "vae",
+        model,
+        variant=variant,
+        dataset=dataset,
+        image_shape=list(image_shape),
+        arch=arch,
+        training=training,
+    )
 
 
 def load_vae(path, device="cpu", dataset=None):

@@ -209,20 +209,29 @@ def train_vqvae(variant, images, arch, params, K, *, seed, device, log=print):
         tr_recon, tr_commit, tr_counts = _epoch(model, train_x, params["batch_size"], device, opt, gen, guard)
         model.eval()
         with torch.no_grad():
-            va_recon, va_commit, va_counts = _epoch(model, val_x, 1024, device) if len(val_x) else (math.nan,) * 2 + (tr_counts,)
+            va_recon, va_commit, va_counts = (
+                _epoch(model, val_x, 1024, device) if len(val_x) else (math.nan,) * 2 + (tr_counts,)
+            )
         if len(val_x):
             guard.check(va_recon + va_commit, "validation loss")
         used, perplexity = _usage(va_counts)
         row = {
-            "epoch": epoch, "train_recon": tr_recon, "train_commitment": tr_commit,
-            "val_recon": va_recon, "val_commitment": va_commit,
-            "val_codes_used": used, "val_perplexity": perplexity,
-            "restarts": model.vq.restarts - restarts0, "seconds": time.perf_counter() - t0,
+            "epoch": epoch,
+            "train_recon": tr_recon,
+            "train_commitment": tr_commit,
+            "val_recon": va_recon,
+            "val_commitment": va_commit,
+            "val_codes_used": used,
+            "val_perplexity": perplexity,
+            "restarts": model.vq.restarts - restarts0,
+            "seconds": time.perf_counter() - t0,
         }
         rows.append(row)
-        log(f"epoch {epoch}/{params['epochs']}: train recon {tr_recon:.2f} commit {tr_commit:.3f}; val recon "
+        log(
+            f"epoch {epoch}/{params['epochs']}: train recon {tr_recon:.2f} commit {tr_commit:.3f}; val recon "
             f"{va_recon:.2f} commit {va_commit:.3f}; codes used {used}/{K} (perplexity {perplexity:.1f}); "
-            f"{row['restarts']} restarts; {row['seconds']:.1f}s")
+            f"{row['restarts']} restarts; {row['seconds']:.1f}s"
+        )
     guard.check_model(model)
     return model.eval(), rows
 
@@ -244,9 +253,18 @@ def save_vqvae(path, model, arch, *, dataset, training=None):
     """The VQ-VAE checkpoint; ``training``, the settings it was trained with, is kept for the record."""
     from geovq.train import ARCH_KEYS
 
-    save_checkpoint(path, "vqvae", model, variant=model.variant, dataset=dataset, image_shape=list(model.image_shape),
-                    arch={k: arch[k] for k in ARCH_KEYS[model.variant]}, K=model.K,
-                    vq={k: getattr(model.vq, k) for k in VQ_KEYS}, training=dict(training or {}))
+    save_checkpoint(
+        path,
+        "vqvae",
+        model,
+        variant=model.variant,
+        dataset=dataset,
+        image_shape=list(model.image_shape),
+        arch={k: arch[k] for k in ARCH_KEYS[model.variant]},
+        K=model.K,
+        vq={k: getattr(model.vq, k) for k in VQ_KEYS},
+        training=dict(training or {}),
+    )
 
 
 def load_vqvae(path, device="cpu", dataset=None):

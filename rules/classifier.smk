@@ -8,20 +8,20 @@ rule train_classifier:
         model=f"{RESULTS}/{{dataset}}/classifier/model.pt",
         metrics=f"{RESULTS}/{{dataset}}/classifier/metrics.json",
         losses=f"{RESULTS}/{{dataset}}/classifier/losses.csv",
-    params:
-        classifier=lambda wc: dcfg(wc, "classifier"),
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        mem_mb=retry_mem(4000),
-        runtime=30,
-        **gpu_resources(),
     log:
         f"{RESULTS}/logs/{{dataset}}/train_classifier.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/train_classifier.tsv"
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
+    resources:
+        **gpu_resources(),
+        mem_mb=retry_mem(4000),
+        runtime=30,
+    params:
+        classifier=lambda wc: dcfg(wc, "classifier"),
+        device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"
 
@@ -37,18 +37,18 @@ rule recon_quality:
         code=code_inputs("recon_quality"),
     output:
         quality=f"{RUN}/vae/recon_quality.json",
-    params:
-        codebook=lambda wc: {"test_images": dcfg(wc, "codebook")["test_images"]},
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        mem_mb=retry_mem(4000),
-        runtime=15,
     log:
         f"{RUN}/logs/recon_quality.log",
     benchmark:
         f"{RUN}/benchmarks/recon_quality.tsv"
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=retry_mem(4000),
+        runtime=15,
+    params:
+        codebook=lambda wc: {"test_images": dcfg(wc, "codebook")["test_images"]},
+        device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"

@@ -8,12 +8,12 @@ rule train_cells:
         code=code_inputs("train_cells"),
     output:
         cells=f"{RUN}/cells.npz",
-    params:
-        fit_cells=lambda wc: dcfg(wc, "codebook")["fit_cells"],
     log:
         f"{RUN}/logs/train_cells.log",
     conda:
         "../envs/geovq.yaml"
+    params:
+        fit_cells=lambda wc: dcfg(wc, "codebook")["fit_cells"],
     script:
         "../workflow_scripts/run_stage.py"
 
@@ -29,19 +29,19 @@ rule euclidean_codebook:
         codebook=f"{QRUN}/codebook.npz",
         codes_train=f"{QRUN}/codes_train.npz",
         codes_test=f"{QRUN}/codes_test.npz",
-    wildcard_constraints:
-        quantizer=EUCLIDEAN,
-    params:
-        codebook=lambda wc: dcfg(wc, "codebook"),
-    threads: config["threads"]
-    resources:
-        mem_mb=retry_mem(4000),
     log:
         f"{QRUN}/logs/euclidean_codebook.log",
     benchmark:
         f"{QRUN}/benchmarks/euclidean_codebook.tsv"
+    wildcard_constraints:
+        quantizer=EUCLIDEAN,
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=retry_mem(4000),
+    params:
+        codebook=lambda wc: dcfg(wc, "codebook"),
     script:
         "../workflow_scripts/run_stage.py"
 
@@ -55,12 +55,12 @@ rule nearest_codes:
         code=code_inputs("nearest_codes"),
     output:
         codes_test=f"{QRUN}/codes_test_nearest.npz",
-    wildcard_constraints:
-        quantizer=GEODESIC,
-    threads: config["threads"]
     log:
         f"{QRUN}/logs/nearest_codes.log",
+    wildcard_constraints:
+        quantizer=GEODESIC,
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
     script:
         "../workflow_scripts/run_stage.py"

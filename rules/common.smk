@@ -18,8 +18,10 @@ try:
         for side in ("a", "b"):
             q, a = spec[side].split("/")
             if q not in Q.QUANTIZERS or a not in Q.get(q).assigns:
-                raise GeovqError(f"config key 'contrasts.{i}.{side}': {spec[side]!r} is not a quantizer/assign of "
-                                 + ", ".join(f"{n}/{x}" for n, x in Q.evaluations(Q.QUANTIZERS)))
+                raise GeovqError(
+                    f"config key 'contrasts.{i}.{side}': {spec[side]!r} is not a quantizer/assign of "
+                    + ", ".join(f"{n}/{x}" for n, x in Q.evaluations(Q.QUANTIZERS))
+                )
 except GeovqError as e:
     raise WorkflowError(str(e)) from None
 

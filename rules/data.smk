@@ -5,15 +5,15 @@ rule prepare_data:
     output:
         train=f"{RESULTS}/{{dataset}}/data/train.npz",
         test=f"{RESULTS}/{{dataset}}/data/test.npz",
-    params:
-        options=lambda wc: dcfg(wc, "dataset_options"),
-        data_dir=config["data_dir"],
-        download=config["download"],
     log:
         f"{RESULTS}/logs/{{dataset}}/prepare_data.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{dataset}}/prepare_data.tsv"
     conda:
         "../envs/geovq.yaml"
+    params:
+        options=lambda wc: dcfg(wc, "dataset_options"),
+        data_dir=config["data_dir"],
+        download=config["download"],
     script:
         "../workflow_scripts/run_stage.py"

@@ -14,16 +14,16 @@ rule evaluate:
     output:
         metrics=f"{EVAL}/metrics.json",
         per_image=f"{EVAL}/per_image.npz",
-    params:
-        evaluate=lambda wc: dcfg(wc, "evaluate"),
-        device=config["device"],
-    threads: config["threads"]
     log:
         f"{QRUN}/logs/evaluate_{{assign}}.log",
     benchmark:
         f"{QRUN}/benchmarks/evaluate_{{assign}}.tsv"
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
+    params:
+        evaluate=lambda wc: dcfg(wc, "evaluate"),
+        device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"
 

@@ -9,17 +9,17 @@ rule knn_graph:
     output:
         graph=f"{RUN}/graph/knn.npz",
         info=f"{RUN}/graph/knn_info.json",
-    params:
-        graph=lambda wc: {k: v for k, v in dcfg(wc, "graph").items() if k != "new_point_metric"},
-    threads: config["threads"]
-    resources:
-        mem_mb=retry_mem(4000),
     log:
         f"{RUN}/logs/knn_graph.log",
     benchmark:
         f"{RUN}/benchmarks/knn_graph.tsv"
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=retry_mem(4000),
+    params:
+        graph=lambda wc: {k: v for k, v in dcfg(wc, "graph").items() if k != "new_point_metric"},
     script:
         "../workflow_scripts/run_stage.py"
 
@@ -33,18 +33,18 @@ rule riemannian_lengths:
         code=code_inputs("riemannian_lengths"),
     output:
         lengths=f"{RUN}/graph/lengths_riemannian.npz",
-    params:
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        mem_mb=retry_mem(4000),
-        **gpu_resources(),
     log:
         f"{RUN}/logs/riemannian_lengths.log",
     benchmark:
         f"{RUN}/benchmarks/riemannian_lengths.tsv"
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
+    resources:
+        **gpu_resources(),
+        mem_mb=retry_mem(4000),
+    params:
+        device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"
 
@@ -58,19 +58,19 @@ rule geodesic_medoids:
         codebook=f"{QRUN}/codebook.npz",
         voronoi=f"{QRUN}/voronoi.npz",
         objective=f"{QRUN}/objective.csv",
-    wildcard_constraints:
-        quantizer=GEODESIC,
-    params:
-        K=lambda wc: dcfg(wc, "codebook")["K"],
-        medoids=lambda wc: dcfg(wc, "medoids"),
-    resources:
-        mem_mb=retry_mem(4000),
     log:
         f"{QRUN}/logs/geodesic_medoids.log",
     benchmark:
         f"{QRUN}/benchmarks/geodesic_medoids.tsv"
+    wildcard_constraints:
+        quantizer=GEODESIC,
     conda:
         "../envs/geovq.yaml"
+    resources:
+        mem_mb=retry_mem(4000),
+    params:
+        K=lambda wc: dcfg(wc, "codebook")["K"],
+        medoids=lambda wc: dcfg(wc, "medoids"),
     script:
         "../workflow_scripts/run_stage.py"
 
@@ -88,20 +88,20 @@ rule geodesic_codes:
     output:
         codes_train=f"{QRUN}/codes_train.npz",
         codes_test=f"{QRUN}/codes_test.npz",
-    wildcard_constraints:
-        quantizer=GEODESIC,
-    params:
-        graph=lambda wc: dcfg(wc, "graph"),
-        codebook=lambda wc: dcfg(wc, "codebook"),
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        mem_mb=retry_mem(4000),
     log:
         f"{QRUN}/logs/geodesic_codes.log",
     benchmark:
         f"{QRUN}/benchmarks/geodesic_codes.tsv"
+    wildcard_constraints:
+        quantizer=GEODESIC,
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=retry_mem(4000),
+    params:
+        graph=lambda wc: dcfg(wc, "graph"),
+        codebook=lambda wc: dcfg(wc, "codebook"),
+        device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"

@@ -8,20 +8,20 @@ rule train_prior:
         model=f"{QRUN}/prior/model.pt",
         losses=f"{QRUN}/prior/losses.csv",
         nll=f"{QRUN}/prior/nll.json",
-    params:
-        prior=lambda wc: {k: v for k, v in dcfg(wc, "prior").items() if k != "sample"},
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        mem_mb=retry_mem(4000),
-        runtime=30,
-        **gpu_resources(),
     log:
         f"{QRUN}/logs/train_prior.log",
     benchmark:
         f"{QRUN}/benchmarks/train_prior.tsv"
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
+    resources:
+        **gpu_resources(),
+        mem_mb=retry_mem(4000),
+        runtime=30,
+    params:
+        prior=lambda wc: {k: v for k, v in dcfg(wc, "prior").items() if k != "sample"},
+        device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"
 
@@ -36,19 +36,19 @@ rule sample_prior:
     output:
         samples=f"{QRUN}/prior/samples.npz",
         png=f"{QRUN}/prior/samples.png",
-    params:
-        sample=lambda wc: dcfg(wc, "prior")["sample"],
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        mem_mb=retry_mem(4000),
-        runtime=15,
     log:
         f"{QRUN}/logs/sample_prior.log",
     benchmark:
         f"{QRUN}/benchmarks/sample_prior.tsv"
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=retry_mem(4000),
+        runtime=15,
+    params:
+        sample=lambda wc: dcfg(wc, "prior")["sample"],
+        device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"
 
@@ -66,17 +66,17 @@ rule sample_quality:
         code=code_inputs("sample_quality"),
     output:
         quality=f"{QRUN}/prior/sample_quality.json",
-    params:
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        mem_mb=retry_mem(4000),
-        runtime=15,
     log:
         f"{QRUN}/logs/sample_quality.log",
     benchmark:
         f"{QRUN}/benchmarks/sample_quality.tsv"
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
+    resources:
+        mem_mb=retry_mem(4000),
+        runtime=15,
+    params:
+        device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"

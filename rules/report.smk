@@ -16,28 +16,55 @@ rule run_figures:
         objectives=per_quantizer(f"{QRUN}/objective.csv", GEODESIC_QS) if GEODESIC_QS else [],
         code=code_inputs("run_figures"),
     output:
-        vae_losses=report(f"{FIG}/vae_losses.png", caption="../report/vae_losses.rst", category="Training",
-                          labels=labels(figure="VAE loss")),
-        prior_losses=report(f"{FIG}/prior_losses.png", caption="../report/prior_losses.rst", category="Training",
-                            labels=labels(figure="prior loss")),
-        reconstructions=report(f"{FIG}/reconstructions.png", caption="../report/reconstructions.rst",
-                               category="Reconstructions", labels=labels()),
-        usage=report(f"{FIG}/code_usage.png", caption="../report/code_usage.rst", category="Codebooks",
-                     labels=labels(figure="code usage")),
-        objective=report(f"{FIG}/kmedoids_objective.png", caption="../report/objective.rst", category="Codebooks",
-                         labels=labels(figure="K-medoids objective")),
-        codebooks=[report(os.path.join(FIG, f"codebook_{q}.png"), caption="../report/codebook.rst", category="Codebooks",
-                          labels=labels(figure=f"decoded codebook: {q}")) for q in config["quantizers"]],
-    params:
-        quantizers=config["quantizers"],
-        report=lambda wc: dcfg(wc, "report"),
-        device=config["device"],
+        vae_losses=report(
+            f"{FIG}/vae_losses.png",
+            caption="../report/vae_losses.rst",
+            category="Training",
+            labels=labels(figure="VAE loss"),
+        ),
+        prior_losses=report(
+            f"{FIG}/prior_losses.png",
+            caption="../report/prior_losses.rst",
+            category="Training",
+            labels=labels(figure="prior loss"),
+        ),
+        reconstructions=report(
+            f"{FIG}/reconstructions.png",
+            caption="../report/reconstructions.rst",
+            category="Reconstructions",
+            labels=labels(),
+        ),
+        usage=report(
+            f"{FIG}/code_usage.png",
+            caption="../report/code_usage.rst",
+            category="Codebooks",
+            labels=labels(figure="code usage"),
+        ),
+        objective=report(
+            f"{FIG}/kmedoids_objective.png",
+            caption="../report/objective.rst",
+            category="Codebooks",
+            labels=labels(figure="K-medoids objective"),
+        ),
+        codebooks=[
+            report(
+                os.path.join(FIG, f"codebook_{q}.png"),
+                caption="../report/codebook.rst",
+                category="Codebooks",
+                labels=labels(figure=f"decoded codebook: {q}"),
+            )
+            for q in config["quantizers"]
+        ],
     log:
         f"{RUN}/logs/run_figures.log",
     benchmark:
         f"{RUN}/benchmarks/run_figures.tsv"
     conda:
         "../envs/geovq.yaml"
+    params:
+        quantizers=config["quantizers"],
+        report=lambda wc: dcfg(wc, "report"),
+        device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"
 
@@ -54,15 +81,38 @@ rule analysis:
         code=code_inputs("analysis"),
     output:
         comparison=f"{RUN}/analysis/codebook_comparison.csv",
-        comparison_png=report(f"{RUN}/analysis/codebook_comparison.png", caption="../report/comparison.rst",
-                              category="Analyses", labels=labels(figure="codebook comparison")),
+        comparison_png=report(
+            f"{RUN}/analysis/codebook_comparison.png",
+            caption="../report/comparison.rst",
+            category="Analyses",
+            labels=labels(figure="codebook comparison"),
+        ),
         sweep=f"{RUN}/analysis/kmedoids_sweep.csv",
-        sweep_png=report(f"{RUN}/analysis/kmedoids_sweep.png", caption="../report/sweep.rst",
-                         category="Analyses", labels=labels(figure="K-medoids vs K and init")),
-        latent_map=report(f"{RUN}/analysis/latent_map.png", caption="../report/latent_map.rst",
-                          category="Analyses", labels=labels(figure="latent map and geodesic")),
-        interpolation=report(f"{RUN}/analysis/interpolation.png", caption="../report/interpolation.rst",
-                             category="Analyses", labels=labels(figure="interpolation")),
+        sweep_png=report(
+            f"{RUN}/analysis/kmedoids_sweep.png",
+            caption="../report/sweep.rst",
+            category="Analyses",
+            labels=labels(figure="K-medoids vs K and init"),
+        ),
+        latent_map=report(
+            f"{RUN}/analysis/latent_map.png",
+            caption="../report/latent_map.rst",
+            category="Analyses",
+            labels=labels(figure="latent map and geodesic"),
+        ),
+        interpolation=report(
+            f"{RUN}/analysis/interpolation.png",
+            caption="../report/interpolation.rst",
+            category="Analyses",
+            labels=labels(figure="interpolation"),
+        ),
+    log:
+        f"{RUN}/logs/analysis.log",
+    benchmark:
+        f"{RUN}/benchmarks/analysis.tsv"
+    conda:
+        "../envs/geovq.yaml"
+    threads: config["threads"]
     params:
         quantizers=POSTHOC_QS,
         geodesic=GEODESIC_QS,
@@ -71,12 +121,5 @@ rule analysis:
         analysis=lambda wc: dcfg(wc, "analysis"),
         report=lambda wc: dcfg(wc, "report"),
         device=config["device"],
-    threads: config["threads"]
-    log:
-        f"{RUN}/logs/analysis.log",
-    benchmark:
-        f"{RUN}/benchmarks/analysis.tsv"
-    conda:
-        "../envs/geovq.yaml"
     script:
         "../workflow_scripts/run_stage.py"

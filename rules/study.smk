@@ -14,12 +14,12 @@ rule study_tables:
         contrasts_md=f"{RESULTS}/tables/contrasts.md",
         answer_md=f"{RESULTS}/tables/answer.md",
         answer_html=report(f"{RESULTS}/tables/answer.html", caption="../report/answer.rst", category="Study"),
-    params:
-        contrasts=config["contrasts"],
-        alpha=0.05,
     log:
         f"{RESULTS}/logs/study_tables.log",
     conda:
         "../envs/geovq.yaml"
+    params:
+        contrasts=config["contrasts"],
+        alpha=0.05,
     script:
         "../workflow_scripts/run_stage.py"

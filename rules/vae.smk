@@ -9,19 +9,19 @@ rule train_vae:
         losses=f"{RUN}/vae/losses.csv",
         latents_train=f"{RUN}/vae/latents_train.npz",
         latents_test=f"{RUN}/vae/latents_test.npz",
-    params:
-        vae=lambda wc: dcfg(wc, "vae")[wc.variant],
-        device=config["device"],
-    threads: config["threads"]
-    resources:
-        mem_mb=retry_mem(4000),
-        runtime=60,
-        **gpu_resources(),
     log:
         f"{RUN}/logs/train_vae.log",
     benchmark:
         f"{RUN}/benchmarks/train_vae.tsv"
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
+    resources:
+        **gpu_resources(),
+        mem_mb=retry_mem(4000),
+        runtime=60,
+    params:
+        vae=lambda wc: dcfg(wc, "vae")[wc.variant],
+        device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"

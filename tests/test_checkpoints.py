@@ -25,7 +25,9 @@ class RunsCode:
 def test_checkpoint_with_a_pickled_object_is_refused(tmp_path):
     marker = tmp_path / "code_ran"
     path = tmp_path / "model.pt"
-    torch.save({"kind": "vae", "dataset": "synthetic", "state_dict": {"w": torch.zeros(2)}, "x": RunsCode(marker)}, path)
+    torch.save(
+        {"kind": "vae", "dataset": "synthetic", "state_dict": {"w": torch.zeros(2)}, "x": RunsCode(marker)}, path
+    )
     for load in (load_torch, lambda p: load_checkpoint(p, "vae")):
         with pytest.raises(GeovqError) as e:
             load(path)
@@ -75,21 +77,28 @@ def test_every_checkpoint_kind_loads_with_weights_only(tmp_path):
 
     shape = torch.Size([1, 16, 16])  # as the stages pass it: a tensor's shape
     x = torch.rand(3, *shape)
-    arch = {"vanilla": {"latent_dim": 4, "hidden": 32}, "spatial": {"latent_channels": 3, "grid": 4, "channels": [8, 8]}}
+    arch = {
+        "vanilla": {"latent_dim": 4, "hidden": 32},
+        "spatial": {"latent_channels": 3, "grid": 4, "channels": [8, 8]},
+    }
     torch.manual_seed(0)
     for variant in ("vanilla", "spatial"):
         vae = build_vae(variant, tuple(shape), arch[variant]).eval()
         save_vae(tmp_path / f"vae_{variant}.pt", vae, variant, arch[variant], dataset="synthetic", image_shape=shape)
         back = load_vae(tmp_path / f"vae_{variant}.pt", dataset="synthetic")
         torch.testing.assert_close(back.encode(x)[0], vae.encode(x)[0])
-        vq = VQVAE(variant, tuple(shape), arch[variant], 8, {"beta": 0.25, "decay": 0.99, "eps": 1e-5, "dead_fraction": 0.03}).eval()
+        vq = VQVAE(
+            variant, tuple(shape), arch[variant], 8, {"beta": 0.25, "decay": 0.99, "eps": 1e-5, "dead_fraction": 0.03}
+        ).eval()
         save_vqvae(tmp_path / f"vqvae_{variant}.pt", vq, arch[variant], dataset="synthetic")
         back = load_vqvae(tmp_path / f"vqvae_{variant}.pt", dataset="synthetic")
         torch.testing.assert_close(back.decode(back.encode(x)), vq.decode(vq.encode(x)))
     prior = CodePrior(PriorConfig(K=8, grid=(2, 2), n_classes=3, n_layer=1, n_head=2, n_embd=16, dropout=0.0)).eval()
     save_prior(tmp_path / "prior.pt", prior, dataset="synthetic", quantizer="kmeans")
     codes, labels = torch.randint(0, 8, (3, 4)), torch.tensor([0, 1, 2])
-    torch.testing.assert_close(load_prior(tmp_path / "prior.pt", dataset="synthetic")(codes, labels), prior(codes, labels))
+    torch.testing.assert_close(
+        load_prior(tmp_path / "prior.pt", dataset="synthetic")(codes, labels), prior(codes, labels)
+    )
     clf = Classifier(tuple(shape), 4, [8, 16], 32).eval()
     save_classifier(tmp_path / "clf.pt", clf, {"channels": [8, 16], "feature_dim": 32}, dataset="synthetic")
     torch.testing.assert_close(load_classifier(tmp_path / "clf.pt", dataset="synthetic")(x), clf(x))

@@ -50,7 +50,9 @@ def test_matches_a_direct_scipy_computation():
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     # the symmetric form tr((S1^1/2 S2 S1^1/2)^1/2) equals tr((S1 S2)^1/2) and avoids a non-symmetric sqrtm
     r1 = scipy.linalg.sqrtm(s1).real
-    expected = ((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(scipy.linalg.sqrtm(r1 @ s2 @ r1).real)
+    expected = (
+        ((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(scipy.linalg.sqrtm(r1 @ s2 @ r1).real)
+    )
     assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-8)
     mu, sigma = gaussian_stats(a)
     assert np.allclose(mu, m1) and np.allclose(sigma, s1)
@@ -84,7 +86,15 @@ def _prepared(tmp_path, n_train=1000, n_test=200):
     return paths
 
 
-CLF = {"channels": [8, 16], "feature_dim": 32, "epochs": 4, "batch_size": 32, "lr": 3e-3, "val_fraction": 0.1, "seed": 0}
+CLF = {
+    "channels": [8, 16],
+    "feature_dim": 32,
+    "epochs": 4,
+    "batch_size": 32,
+    "lr": 3e-3,
+    "val_fraction": 0.1,
+    "seed": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +106,9 @@ def trained(tmp_path_factory):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     paths = _prepared(tmp)
-    out = SimpleNamespace(model=tmp / "classifier/model.pt", metrics=tmp / "classifier/metrics.json",
-                          losses=tmp / "classifier/losses.csv")
+    out = SimpleNamespace(
+        model=tmp / "classifier/model.pt", metrics=tmp / "classifier/metrics.json", losses=tmp / "classifier/losses.csv"
+    )
     train_classifier(paths, out, SimpleNamespace(dataset="synthetic", classifier=CLF, device="cpu"), lambda m: None)
     torch.set_num_threads(n)
     return paths, out, tmp
@@ -141,8 +152,14 @@ def _quality_inputs(tmp, paths, classifier):
 
     arch = {"latent_channels": 2, "grid": 4, "channels": [8, 8]}
     train_x, _ = load_prepared(paths.train)
-    vae, _ = train_vae("spatial", train_x, {**arch, "epochs": 10, "batch_size": 32, "lr": 1e-2, "beta": 0.1,
-                                             "val_fraction": 0.1}, seed=0, device="cpu", log=lambda m: None)
+    vae, _ = train_vae(
+        "spatial",
+        train_x,
+        {**arch, "epochs": 10, "batch_size": 32, "lr": 1e-2, "beta": 0.1, "val_fraction": 0.1},
+        seed=0,
+        device="cpu",
+        log=lambda m: None,
+    )
     save_vae(tmp / "vae.pt", vae, "spatial", arch, dataset="synthetic", image_shape=(1, 16, 16))
     x, y = load_prepared(paths.test)
     mu = encode_mu(vae, x, "cpu")
@@ -160,9 +177,18 @@ def _quality_inputs(tmp, paths, classifier):
         images = (vae.decode(torch.from_numpy(codebook[nearest[pick]].transpose(0, 3, 1, 2))) * 255).round().byte()
     save_npz(tmp / "samples.npz", codes=nearest[pick], images=images.numpy(), labels=y.numpy()[pick], K=np.int64(16))
     save_json(tmp / "nll.json", {"test_bits_per_token": 2.5, "test_bits_per_image": 40.0})
-    return SimpleNamespace(test=paths.test, train=paths.train, classifier=classifier, samples=tmp / "samples.npz",
-                           codebook=tmp / "codebook.npz", codes_test=tmp / "codes_test.npz", decoder=tmp / "vae.pt",
-                           model=tmp / "vae.pt", latents_test=tmp / "latents_test.npz", nll=tmp / "nll.json")
+    return SimpleNamespace(
+        test=paths.test,
+        train=paths.train,
+        classifier=classifier,
+        samples=tmp / "samples.npz",
+        codebook=tmp / "codebook.npz",
+        codes_test=tmp / "codes_test.npz",
+        decoder=tmp / "vae.pt",
+        model=tmp / "vae.pt",
+        latents_test=tmp / "latents_test.npz",
+        nll=tmp / "nll.json",
+    )
 
 
 def _fd_scipy(a, b):
@@ -190,8 +216,14 @@ def test_sample_and_recon_quality_stages(trained):
 
     paths, clf_out, tmp = trained
     inp = _quality_inputs(tmp, paths, clf_out.model)
-    params = SimpleNamespace(dataset="synthetic", variant="spatial", quantizer="kmeans", seed=0, device="cpu",
-                             codebook={"test_images": TEST_IMAGES})
+    params = SimpleNamespace(
+        dataset="synthetic",
+        variant="spatial",
+        quantizer="kmeans",
+        seed=0,
+        device="cpu",
+        codebook={"test_images": TEST_IMAGES},
+    )
     sample_quality(inp, SimpleNamespace(quality=tmp / "q/sample_quality.json"), params, lambda m: None)
     q = json.loads((tmp / "q/sample_quality.json").read_text())
     recon_quality(inp, SimpleNamespace(quality=tmp / "vae/recon_quality.json"), params, lambda m: None)
@@ -233,7 +265,9 @@ def test_sample_and_recon_quality_stages(trained):
     assert r["fd_cont_recon_real"] == pytest.approx(_fd_scipy(cont, real), rel=FD_REL)
     assert r["fd_real_train_real"] == pytest.approx(_fd_scipy(train_real, real), rel=FD_REL)
     assert r["cont_recon_accuracy"] == pytest.approx(np.mean(cont_pred == test_y.numpy()[codes["image_index"]]))
-    assert r["real_test_accuracy"] == pytest.approx(np.mean(real_pred == test_y.numpy())) and r["real_test_accuracy"] > 0.9
+    assert (
+        r["real_test_accuracy"] == pytest.approx(np.mean(real_pred == test_y.numpy())) and r["real_test_accuracy"] > 0.9
+    )
     # predictions vary (so the accuracies depend on which label goes with which image)
     assert min(len(set(p.tolist())) for p in (quant_pred, cont_pred, drawn_pred)) >= 2
     # two real sets are much closer than a barely trained VAE's reconstructions are to real images

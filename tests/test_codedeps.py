@@ -12,8 +12,13 @@ from geovq.codedeps import Source, code_inputs
 
 # What every job of the synthetic package loads around its stage: the packages, the registry, the
 # runner and the runner's module-level import.
-BASE = {"geovq/__init__.py", "geovq/stages/__init__.py", "geovq/stages/registry.py", "geovq/stages/runner.py",
-        "geovq/io.py"}
+BASE = {
+    "geovq/__init__.py",
+    "geovq/stages/__init__.py",
+    "geovq/stages/registry.py",
+    "geovq/stages/runner.py",
+    "geovq/io.py",
+}
 
 PACKAGE = {
     "geovq/__init__.py": "",
@@ -176,13 +181,24 @@ def test_unknown_rule_and_missing_function(package):
 # ---------------------------------------------------------------- the repository
 def test_riemannian_lengths_reads_the_decoder_rewrite_and_the_device():
     files = set(code_inputs("riemannian_lengths", ROOT))
-    assert {"geovq/jvp.py", "geovq/device.py", "geovq/riemann.py", "geovq/train.py", "geovq/models.py",
-            "geovq/stages/geodesic.py", "geovq/stages/runner.py", "geovq/artifacts.py"} <= files
+    assert {
+        "geovq/jvp.py",
+        "geovq/device.py",
+        "geovq/riemann.py",
+        "geovq/train.py",
+        "geovq/models.py",
+        "geovq/stages/geodesic.py",
+        "geovq/stages/runner.py",
+        "geovq/artifacts.py",
+    } <= files
 
 
 def stage_modules(files):
     return {f for f in files if f.startswith("geovq/stages/")} - {
-        "geovq/stages/__init__.py", "geovq/stages/registry.py", "geovq/stages/runner.py"}
+        "geovq/stages/__init__.py",
+        "geovq/stages/registry.py",
+        "geovq/stages/runner.py",
+    }
 
 
 def test_a_rule_depends_on_its_own_stage_module_only():

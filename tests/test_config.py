@@ -22,15 +22,18 @@ def test_defaults_filled():
     assert cfg["vae"]["spatial"]["latent_channels"] == 8 and cfg["device"] == "auto"
 
 
-@pytest.mark.parametrize("bad,key", [
-    ({"vae": {"spatial": {"epochs": "ten"}}}, "vae.spatial.epochs"),
-    ({"vae": {"spatial": {"epoch": 3}}}, "vae.spatial.epoch"),
-    ({"codebook": {"K": 0}}, "codebook.K"),
-    ({"colour": "blue"}, "colour"),
-    ({"datasets": ["imagenet"]}, "datasets.0"),
-    ({"overrides": {"mnist": {"vae": {"vanilla": {"hiden": 3}}}}}, "overrides.mnist.vae.vanilla.hiden"),
-    ({"device": "tpu"}, "device"),
-])
+@pytest.mark.parametrize(
+    "bad,key",
+    [
+        ({"vae": {"spatial": {"epochs": "ten"}}}, "vae.spatial.epochs"),
+        ({"vae": {"spatial": {"epoch": 3}}}, "vae.spatial.epoch"),
+        ({"codebook": {"K": 0}}, "codebook.K"),
+        ({"colour": "blue"}, "colour"),
+        ({"datasets": ["imagenet"]}, "datasets.0"),
+        ({"overrides": {"mnist": {"vae": {"vanilla": {"hiden": 3}}}}}, "overrides.mnist.vae.vanilla.hiden"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
 def test_bad_config_names_key(bad, key):
     with pytest.raises(GeovqError) as e:
         config.validate(bad)
@@ -38,7 +41,9 @@ def test_bad_config_names_key(bad, key):
 
 
 def test_overrides_merge_per_dataset():
-    cfg = config.validate({"datasets": ["mnist", "cifar10"], "overrides": {"cifar10": {"vae": {"spatial": {"epochs": 7}}}}})
+    cfg = config.validate(
+        {"datasets": ["mnist", "cifar10"], "overrides": {"cifar10": {"vae": {"spatial": {"epochs": 7}}}}}
+    )
     assert config.dataset_config(cfg, "cifar10")["vae"]["spatial"]["epochs"] == 7
     assert config.dataset_config(cfg, "mnist")["vae"]["spatial"]["epochs"] == 10
     assert config.dataset_config(cfg, "cifar10")["vae"]["spatial"]["grid"] == 4
@@ -56,14 +61,22 @@ def test_load_reports_bad_yaml(tmp_path):
 
 def test_key_order_does_not_change_what_jobs_see():
     """Jobs get config sections as params, compared by repr: key order must not matter."""
-    cfg = {"datasets": ["synthetic"], "codebook": {"K": 8, "train_images": 100},
-           "overrides": {"synthetic": {"vae": {"spatial": {"epochs": 2, "channels": [4, 8]}}}}}
-    flipped = {"overrides": {"synthetic": {"vae": {"spatial": {"channels": [4, 8], "epochs": 2}}}},
-               "codebook": {"train_images": 100, "K": 8}, "datasets": ["synthetic"]}
+    cfg = {
+        "datasets": ["synthetic"],
+        "codebook": {"K": 8, "train_images": 100},
+        "overrides": {"synthetic": {"vae": {"spatial": {"epochs": 2, "channels": [4, 8]}}}},
+    }
+    flipped = {
+        "overrides": {"synthetic": {"vae": {"spatial": {"channels": [4, 8], "epochs": 2}}}},
+        "codebook": {"train_images": 100, "K": 8},
+        "datasets": ["synthetic"],
+    }
     a, b = config.validate(cfg), config.validate(flipped)
     assert repr(a) == repr(b)
     for section in ("vae", "codebook", "graph", "medoids"):
-        assert repr(config.dataset_config(a, "synthetic")[section]) == repr(config.dataset_config(b, "synthetic")[section])
+        assert repr(config.dataset_config(a, "synthetic")[section]) == repr(
+            config.dataset_config(b, "synthetic")[section]
+        )
 
 
 # ---------------------------------------------------------------- values from `snakemake --config`
@@ -76,10 +89,18 @@ def cli(*entries):
 
 
 def test_command_line_values_parsed_by_schema_type():
-    cfg = config.validate(cli("seeds=[0,1,2]", "download=false", 'codebook={"K": 256, "train_images": null}',
-                              "datasets=[mnist,fashionmnist]", 'vae={"vanilla": {"lr": 1e-3, "hidden": 64}}',
-                              'graph={"bridge": false, "k": 5}', 'prior={"sample": {"top_k": 7}}',
-                              'analysis={"Ks": [4, 8]}'))
+    cfg = config.validate(
+        cli(
+            "seeds=[0,1,2]",
+            "download=false",
+            'codebook={"K": 256, "train_images": null}',
+            "datasets=[mnist,fashionmnist]",
+            'vae={"vanilla": {"lr": 1e-3, "hidden": 64}}',
+            'graph={"bridge": false, "k": 5}',
+            'prior={"sample": {"top_k": 7}}',
+            'analysis={"Ks": [4, 8]}',
+        )
+    )
     assert cfg["seeds"] == [0, 1, 2] and cfg["download"] is False
     assert cfg["codebook"]["K"] == 256 and cfg["codebook"]["train_images"] is None
     assert cfg["codebook"]["kmeans_iters"] == 25  # the rest of the section: defaults
@@ -91,10 +112,22 @@ def test_command_line_values_parsed_by_schema_type():
 
 def test_command_line_equals_config_file():
     """Whatever a config file may say, the same words on the command line give the same config."""
-    typed = {"seeds": [0, 1], "download": False, "codebook": {"K": 8}, "vae": {"spatial": {"channels": [4, 8], "lr": 0.01}},
-             "overrides": {"mnist": {"vae": {"spatial": {"epochs": 3}}}}, "dataset_options": {"channels": 3}}
-    from_cli = cli("seeds=[0,1]", "download=false", 'codebook={"K": 8}', 'vae={"spatial": {"channels": [4, 8], "lr": 0.01}}',
-                   'overrides={"mnist": {"vae": {"spatial": {"epochs": 3}}}}', 'dataset_options={"channels": 3}')
+    typed = {
+        "seeds": [0, 1],
+        "download": False,
+        "codebook": {"K": 8},
+        "vae": {"spatial": {"channels": [4, 8], "lr": 0.01}},
+        "overrides": {"mnist": {"vae": {"spatial": {"epochs": 3}}}},
+        "dataset_options": {"channels": 3},
+    }
+    from_cli = cli(
+        "seeds=[0,1]",
+        "download=false",
+        'codebook={"K": 8}',
+        'vae={"spatial": {"channels": [4, 8], "lr": 0.01}}',
+        'overrides={"mnist": {"vae": {"spatial": {"epochs": 3}}}}',
+        'dataset_options={"channels": 3}',
+    )
     assert from_cli != typed  # Snakemake really does hand over strings
     a, b = config.validate(from_cli), config.validate(typed)
     assert a == b and repr(a) == repr(b)
@@ -102,8 +135,15 @@ def test_command_line_equals_config_file():
 
 
 def test_whole_values_as_strings():
-    cfg = config.validate({"seeds": "[0,1,2]", "codebook": '{"K": 8}', "threads": "3", "gpu": "0",
-                           "vae": {"vanilla": {"lr": "1e6", "beta": ".5"}}})
+    cfg = config.validate(
+        {
+            "seeds": "[0,1,2]",
+            "codebook": '{"K": 8}',
+            "threads": "3",
+            "gpu": "0",
+            "vae": {"vanilla": {"lr": "1e6", "beta": ".5"}},
+        }
+    )
     assert cfg["seeds"] == [0, 1, 2] and cfg["codebook"]["K"] == 8 and cfg["threads"] == 3 and cfg["gpu"] == 0
     assert cfg["vae"]["vanilla"]["lr"] == 1e6 and cfg["vae"]["vanilla"]["beta"] == 0.5
 
@@ -113,16 +153,23 @@ def test_strings_kept_where_the_schema_wants_strings():
     assert cfg["data_dir"] == "007" and cfg["device"] == "cpu" and cfg["graph"]["symmetrize"] == "mutual"
 
 
-@pytest.mark.parametrize("entries,key,needle", [
-    (['codebook={"K": x}'], "codebook.K", "expected integer, got 'x'"),
-    (["seeds=[0,a]"], "seeds.1", "expected integer"),
-    (["download=maybe"], "download", "expected boolean"),
-    (['codebook={"K": yes}'], "codebook.K", "expected integer, got 'yes'"),  # not True == 1
-    (['codebook={"K": 0}'], "codebook.K", "minimum"),
-    (['vae={"vanilla": {"lr": fast}}'], "vae.vanilla.lr", "expected number"),
-    (['overrides={"mnist": {"vae": {"spatial": {"epochs": ten}}}}'], "overrides.mnist.vae.spatial.epochs", "expected integer"),
-    (["seeds=[0,1"], "seeds", "expected array"),
-])
+@pytest.mark.parametrize(
+    "entries,key,needle",
+    [
+        (['codebook={"K": x}'], "codebook.K", "expected integer, got 'x'"),
+        (["seeds=[0,a]"], "seeds.1", "expected integer"),
+        (["download=maybe"], "download", "expected boolean"),
+        (['codebook={"K": yes}'], "codebook.K", "expected integer, got 'yes'"),  # not True == 1
+        (['codebook={"K": 0}'], "codebook.K", "minimum"),
+        (['vae={"vanilla": {"lr": fast}}'], "vae.vanilla.lr", "expected number"),
+        (
+            ['overrides={"mnist": {"vae": {"spatial": {"epochs": ten}}}}'],
+            "overrides.mnist.vae.spatial.epochs",
+            "expected integer",
+        ),
+        (["seeds=[0,1"], "seeds", "expected array"),
+    ],
+)
 def test_bad_command_line_value_names_key(entries, key, needle):
     with pytest.raises(GeovqError) as e:
         config.validate(cli(*entries))
@@ -148,8 +195,16 @@ def test_command_line_examples_plan_jobs(tmp_path):
     assert len(examples) >= 2 and any("seeds=[0,1,2]" in ex for ex in examples), examples
 
     def plan(*entries):
-        proc = run_snakemake(tmp_path, "-n", "--quiet", "rules", "--config", *entries,
-                             configfile=ROOT / "config" / "test.yaml", check=False)
+        proc = run_snakemake(
+            tmp_path,
+            "-n",
+            "--quiet",
+            "rules",
+            "--config",
+            *entries,
+            configfile=ROOT / "config" / "test.yaml",
+            check=False,
+        )
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, f"{entries}:\n{out[-3000:]}"
         return {p[0]: int(p[1]) for p in (ln.split() for ln in out.splitlines()) if len(p) == 2 and p[1].isdigit()}
@@ -157,9 +212,15 @@ def test_command_line_examples_plan_jobs(tmp_path):
     for entries in examples:
         jobs = plan(*entries)
         assert jobs.get("train_vae", 0) >= 1, (entries, jobs)
-    jobs = plan("seeds=[0,1]", "download=false", 'codebook={"K": 8}', 'vae={"spatial": {"epochs": 3}}',
-                "datasets=[synthetic,mnist]")
+    jobs = plan(
+        "seeds=[0,1]",
+        "download=false",
+        'codebook={"K": 8}',
+        'vae={"spatial": {"epochs": 3}}',
+        "datasets=[synthetic,mnist]",
+    )
     assert jobs["prepare_data"] == 2 and jobs["train_vae"] == 2 * 2 * 2  # datasets x variants x seeds
-    proc = run_snakemake(tmp_path, "-n", "--config", 'codebook={"K": x}', configfile=ROOT / "config" / "test.yaml",
-                         check=False)
+    proc = run_snakemake(
+        tmp_path, "-n", "--config", 'codebook={"K": x}', configfile=ROOT / "config" / "test.yaml", check=False
+    )
     assert proc.returncode != 0 and "config key 'codebook.K': expected integer, got 'x'" in proc.stdout + proc.stderr

@@ -146,8 +146,9 @@ def test_prepare_writes_both_splits_and_checks_channels(tmp_path):
     x, y = load_prepared(tmp_path / "train.npz")
     assert x.shape == (20, 1, 16, 16) and float(x.max()) <= 1.0 and len(y) == 20
     with pytest.raises(GeovqError, match="1 channels, config expects 3"):
-        prepare("synthetic", tmp_path / "a.npz", tmp_path / "b.npz", options={**opts, "channels": 1},
-                expected_channels=3)
+        prepare(
+            "synthetic", tmp_path / "a.npz", tmp_path / "b.npz", options={**opts, "channels": 1}, expected_channels=3
+        )
     assert not (tmp_path / "a.npz").exists()
 
 

@@ -44,7 +44,9 @@ def test_vae_with_absurd_lr(variant, shapes, tmp_path):
     from geovq.train import save_vae, train_vae
 
     images, _ = shapes
-    arch = {"vanilla": dict(latent_dim=4, hidden=32), "spatial": dict(latent_channels=3, grid=4, channels=[8, 8])}[variant]
+    arch = {"vanilla": dict(latent_dim=4, hidden=32), "spatial": dict(latent_channels=3, grid=4, channels=[8, 8])}[
+        variant
+    ]
     params = dict(arch, epochs=2, batch_size=32, lr=1e6, beta=1.0, val_fraction=0.1)
 
     def fit_and_save(path):
@@ -60,9 +62,20 @@ def test_vqvae_with_absurd_lr(variant, shapes, tmp_path):
     from geovq.vqvae import save_vqvae, train_vqvae
 
     images, _ = shapes
-    arch = {"vanilla": dict(latent_dim=4, hidden=32), "spatial": dict(latent_channels=3, grid=4, channels=[8, 8])}[variant]
-    params = {"beta": 0.25, "decay": 0.99, "eps": 1e-5, "dead_fraction": 0.03, "epochs": 2, "batch_size": 32,
-              "lr": 1e6, "val_fraction": 0.1, "train_images": None}
+    arch = {"vanilla": dict(latent_dim=4, hidden=32), "spatial": dict(latent_channels=3, grid=4, channels=[8, 8])}[
+        variant
+    ]
+    params = {
+        "beta": 0.25,
+        "decay": 0.99,
+        "eps": 1e-5,
+        "dead_fraction": 0.03,
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 1e6,
+        "val_fraction": 0.1,
+        "train_images": None,
+    }
 
     def fit_and_save(path):
         model, _ = train_vqvae(variant, images, arch, params, 16, seed=0, device="cpu", log=lambda m: None)
@@ -75,8 +88,20 @@ def test_prior_with_absurd_lr(tmp_path):
     from geovq.prior import save_prior, train_prior
 
     codes = np.random.default_rng(0).integers(0, 8, (200, 4, 4))
-    params = dict(conditional=False, n_layer=1, n_head=2, n_embd=32, dropout=0.0, epochs=3, batch_size=32, lr=1e6,
-                  weight_decay=0.0, val_fraction=0.2, patience=3, train_images=None)
+    params = dict(
+        conditional=False,
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        dropout=0.0,
+        epochs=3,
+        batch_size=32,
+        lr=1e6,
+        weight_decay=0.0,
+        val_fraction=0.2,
+        patience=3,
+        train_images=None,
+    )
 
     def fit_and_save(path):
         model, _ = train_prior(codes, np.zeros(200, np.int64), 8, params, seed=0, device="cpu", log=lambda m: None)
@@ -90,8 +115,20 @@ def test_prior_with_nan_logits(tmp_path, monkeypatch):
     from geovq import prior
 
     codes = np.tile(np.arange(16) % 8, (200, 1)).reshape(200, 4, 4)
-    params = dict(conditional=False, n_layer=1, n_head=2, n_embd=32, dropout=0.0, epochs=3, batch_size=32, lr=1e-2,
-                  weight_decay=0.0, val_fraction=0.2, patience=3, train_images=None)
+    params = dict(
+        conditional=False,
+        n_layer=1,
+        n_head=2,
+        n_embd=32,
+        dropout=0.0,
+        epochs=3,
+        batch_size=32,
+        lr=1e-2,
+        weight_decay=0.0,
+        val_fraction=0.2,
+        patience=3,
+        train_images=None,
+    )
     forward, calls = prior.CodePrior.forward, []
 
     def poisoned(self, x, labels=None):
@@ -116,7 +153,15 @@ def test_classifier_with_a_nan_image(shapes, tmp_path):
     images, labels = shapes
     images = images.clone()
     images[17, 0, 3, 3] = float("nan")
-    params = {"channels": [8, 16], "feature_dim": 32, "epochs": 2, "batch_size": 32, "lr": 3e-3, "val_fraction": 0.1, "seed": 0}
+    params = {
+        "channels": [8, 16],
+        "feature_dim": 32,
+        "epochs": 2,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "val_fraction": 0.1,
+        "seed": 0,
+    }
 
     def fit_and_save(path):
         model, _ = train_classifier(images, labels, params, seed=0, device="cpu", log=lambda m: None)
@@ -131,14 +176,30 @@ def test_diverging_vae_stops_its_rule(tmp_path):
     """Through Snakemake and the job runner: rule train_vae fails with the one-line message on stderr,
     and its checkpoint (and every other output of the rule) is absent. The lr comes from --config."""
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "datasets": ["synthetic"], "variants": ["vanilla"], "quantizers": ["kmeans"], "seeds": [0], "download": False,
-        "device": "cpu", "threads": 1, "dataset_options": {"n_train": 300, "n_test": 60, "size": 16, "classes": 4, "channels": 1},
-        "vae": {"vanilla": {"latent_dim": 4, "hidden": 32, "epochs": 2, "batch_size": 32}},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": ["synthetic"],
+                "variants": ["vanilla"],
+                "quantizers": ["kmeans"],
+                "seeds": [0],
+                "download": False,
+                "device": "cpu",
+                "threads": 1,
+                "dataset_options": {"n_train": 300, "n_test": 60, "size": 16, "classes": 4, "channels": 1},
+                "vae": {"vanilla": {"latent_dim": 4, "hidden": 32, "epochs": 2, "batch_size": 32}},
+            }
+        )
+    )
     run = tmp_path / "results/synthetic/vanilla/seed0/vae"
-    proc = run_snakemake(tmp_path, "results/synthetic/vanilla/seed0/vae/model.pt", "--config", 'vae={"vanilla": {"lr": 1e6}}',
-                         configfile=cfg, check=False)
+    proc = run_snakemake(
+        tmp_path,
+        "results/synthetic/vanilla/seed0/vae/model.pt",
+        "--config",
+        'vae={"vanilla": {"lr": 1e6}}',
+        configfile=cfg,
+        check=False,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
     line = next((ln for ln in out.splitlines() if "geovq error in rule train_vae:" in ln), None)

@@ -26,12 +26,19 @@ def files(tmp_path, one_thread):
     x = torch.from_numpy(images).float() / 255
     torch.manual_seed(0)
     vae = build_vae("spatial", (1, 16, 16), ARCH).eval()
-    save_vae(tmp_path / "vae.pt", vae, "spatial", {**ARCH, "epochs": 1, "batch_size": 4, "lr": 1e-3,
-                                                   "val_fraction": 0.1, "beta": 1.0}, dataset="synthetic",
-             image_shape=(1, 16, 16))
+    save_vae(
+        tmp_path / "vae.pt",
+        vae,
+        "spatial",
+        {**ARCH, "epochs": 1, "batch_size": 4, "lr": 1e-3, "val_fraction": 0.1, "beta": 1.0},
+        dataset="synthetic",
+        image_shape=(1, 16, 16),
+    )
     mu = encode_mu(vae, x, "cpu")
     save_npz(tmp_path / "latents_test.npz", mu=mu, labels=np.arange(N_TEST) % 3)
-    vq = VQVAE("spatial", (1, 16, 16), ARCH, K, {"beta": 0.25, "decay": 0.99, "eps": 1e-5, "dead_fraction": 0.03}).eval()
+    vq = VQVAE(
+        "spatial", (1, 16, 16), ARCH, K, {"beta": 0.25, "decay": 0.99, "eps": 1e-5, "dead_fraction": 0.03}
+    ).eval()
     save_vqvae(tmp_path / "vqvae.pt", vq, ARCH, dataset="synthetic")
     with torch.no_grad():
         z_e = vq.encode(x).numpy()
@@ -43,8 +50,16 @@ def files(tmp_path, one_thread):
     save_npz(tmp_path / "codes_test.npz", codes=codes, image_index=idx, labels=idx % 3, K=np.int64(K))
     save_npz(tmp_path / "codes_train.npz", codes=codes, image_index=idx, labels=idx % 3, K=np.int64(K))
     save_json(tmp_path / "nll.json", {"test_bits_per_token": 2.5, "test_bits_per_image": 40.0})
-    save_json(tmp_path / "quality.json", {"fd_samples_real": 7.0, "fd_quant_recon_real": 3.0, "n_samples": 10,
-                                          "quant_recon_accuracy": 0.5, "test_bits_per_token": 2.5})
+    save_json(
+        tmp_path / "quality.json",
+        {
+            "fd_samples_real": 7.0,
+            "fd_quant_recon_real": 3.0,
+            "n_samples": 10,
+            "quant_recon_accuracy": 0.5,
+            "test_bits_per_token": 2.5,
+        },
+    )
     save_json(tmp_path / "recon.json", {"fd_cont_recon_real": 1.5, "fd_real_train_real": 0.2})
     return SimpleNamespace(tmp=tmp_path, x=x, vae=vae, vq=vq, mu=mu, z_e=z_e, codebook=codebook, idx=idx, codes=codes)
 
@@ -53,14 +68,27 @@ def run(f, quantizer, assign):
     from geovq.stages.evaluate import evaluate
 
     own = quantizer == "vqvae"
-    inp = SimpleNamespace(test=f.tmp / "test.npz", model=f.tmp / ("vqvae.pt" if own else "vae.pt"),
-                          latents_test=f.tmp / ("vq_latents_test.npz" if own else "latents_test.npz"),
-                          codebook=f.tmp / "codebook.npz", codes_train=f.tmp / "codes_train.npz",
-                          codes_test=f.tmp / "codes_test.npz", nll=f.tmp / "nll.json",
-                          sample_quality=f.tmp / "quality.json", recon_quality=f.tmp / "recon.json")
+    inp = SimpleNamespace(
+        test=f.tmp / "test.npz",
+        model=f.tmp / ("vqvae.pt" if own else "vae.pt"),
+        latents_test=f.tmp / ("vq_latents_test.npz" if own else "latents_test.npz"),
+        codebook=f.tmp / "codebook.npz",
+        codes_train=f.tmp / "codes_train.npz",
+        codes_test=f.tmp / "codes_test.npz",
+        nll=f.tmp / "nll.json",
+        sample_quality=f.tmp / "quality.json",
+        recon_quality=f.tmp / "recon.json",
+    )
     out = SimpleNamespace(metrics=f.tmp / f"{quantizer}_{assign}.json", per_image=f.tmp / f"{quantizer}_{assign}.npz")
-    params = SimpleNamespace(dataset="synthetic", variant="spatial", quantizer=quantizer, assign=assign, seed=3,
-                             evaluate={"ssim_window": 7}, device="cpu")
+    params = SimpleNamespace(
+        dataset="synthetic",
+        variant="spatial",
+        quantizer=quantizer,
+        assign=assign,
+        seed=3,
+        evaluate={"ssim_window": 7},
+        device="cpu",
+    )
     evaluate(inp, out, params, lambda m: None)
     return json.loads(out.metrics.read_text()), load_npz(out.per_image)
 
@@ -71,8 +99,10 @@ def independent(decoder, z_cont, z_quant, real):
         cont = decoder(torch.from_numpy(z_cont)).double().numpy()
         quant = decoder(torch.from_numpy(z_quant)).double().numpy()
     real = real.double().numpy()
-    m = {name: ((a - b) ** 2).reshape(len(a), -1).mean(1)
-         for name, a, b in (("cont_real", cont, real), ("quant_real", quant, real), ("quant_cont", quant, cont))}
+    m = {
+        name: ((a - b) ** 2).reshape(len(a), -1).mean(1)
+        for name, a, b in (("cont_real", cont, real), ("quant_real", quant, real), ("quant_cont", quant, cont))
+    }
     return m, {k: 10 * np.log10(1 / v) for k, v in m.items()}
 
 
@@ -90,12 +120,19 @@ def test_posthoc_row_against_an_independent_computation(files):
         assert metrics[f"mse_{name}"] == pytest.approx(mse[name].mean(), rel=1e-5)
     lat = ((z_q - f.mu[f.idx]) ** 2).sum(1).reshape(len(f.idx), -1).mean(1)
     np.testing.assert_allclose(per["latent_sq_error"], lat, rtol=1e-5)
-    assert (metrics["dataset"], metrics["quantizer"], metrics["assign"], metrics["seed"]) == ("synthetic", "graph", "geodesic", 3)
+    assert (metrics["dataset"], metrics["quantizer"], metrics["assign"], metrics["seed"]) == (
+        "synthetic",
+        "graph",
+        "geodesic",
+        3,
+    )
     assert str(per["assign"]) == "geodesic" and int(per["seed"]) == 3
     # its own assignment: the prior's and the samples' figures, and the VAE's reference
     assert metrics["test_bits_per_token"] == 2.5 and metrics["fd_samples_real"] == 7.0
     assert metrics["fd_cont_recon_real"] == 1.5 and "mse_ze_real" not in metrics
-    assert metrics["quant_cont_over_cont_real"] == pytest.approx(mse["quant_cont"].mean() / mse["cont_real"].mean(), rel=1e-5)
+    assert metrics["quant_cont_over_cont_real"] == pytest.approx(
+        mse["quant_cont"].mean() / mse["cont_real"].mean(), rel=1e-5
+    )
     assert metrics["latent_units"] == 3 * 4 * 4
 
 

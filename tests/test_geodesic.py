@@ -9,8 +9,7 @@ from scipy.sparse.csgraph import dijkstra
 
 from conftest import to_nx
 
-from geovq.geodesic import (GeodesicKMedoids, _SwapSearch, _voronoi, assign_new, medoid_update,
-                            second_nearest, voronoi)
+from geovq.geodesic import GeodesicKMedoids, _SwapSearch, _voronoi, assign_new, medoid_update, second_nearest, voronoi
 from geovq.graph import bridge_components, knn_graph
 
 
@@ -27,8 +26,7 @@ def random_graph(n, seed, avg_degree=6, zero_frac=0.0):
     a, b = a[keep], b[keep]
     w = rng.uniform(0.05, 1.0, size=a.size)
     w[rng.random(a.size) < zero_frac] = 1e-12  # duplicate points: floored zero lengths
-    G = sp.coo_matrix((np.concatenate([w, w]), (np.concatenate([a, b]), np.concatenate([b, a]))),
-                      shape=(n, n)).tocsr()
+    G = sp.coo_matrix((np.concatenate([w, w]), (np.concatenate([a, b]), np.concatenate([b, a]))), shape=(n, n)).tocsr()
     G.sum_duplicates()
     G = G.minimum(G.T).tocsr()  # a pair drawn twice got summed lengths: keep it symmetric anyway
     return sp.csr_matrix(G)
@@ -144,8 +142,8 @@ def test_medoid_update_sampled_for_big_cells():
     sums = dijkstra(G, indices=[exact, approx, 5]).sum(axis=1)
     print(f"sampled medoid: sum {sums[1]:.2f} vs exact {sums[0]:.2f} (current {sums[2]:.2f})")
     assert sums[0] <= sums[1] + 1e-9
-    assert sums[1] <= sums[2] + 1e-9          # never worse than the current medoid
-    assert sums[1] <= 1.01 * sums[0]          # and close to the exact one on a smooth cloud
+    assert sums[1] <= sums[2] + 1e-9  # never worse than the current medoid
+    assert sums[1] <= 1.01 * sums[0]  # and close to the exact one on a smooth cloud
 
 
 def test_medoid_update_disconnected_members_raise():
@@ -186,19 +184,25 @@ def test_kmedoids_within_2pct_of_fasterpam(n, k):
             assert m.n_iter_ == len(obj) - 1
             results[init, swap] = obj[-1]
     gaps = {key: 100 * (v / pam.loss - 1) for key, v in results.items()}
-    print(f"\nN={n} K={k} FasterPAM {pam.loss:.2f}; gaps % (init, swap): "
-          + ", ".join(f"{a}/{b}: {g:+.2f}" for (a, b), g in gaps.items()))
+    print(
+        f"\nN={n} K={k} FasterPAM {pam.loss:.2f}; gaps % (init, swap): "
+        + ", ".join(f"{a}/{b}: {g:+.2f}" for (a, b), g in gaps.items())
+    )
     for init in ["kmeans", "random", "kmeans++"]:
         assert results[init, True] <= 1.02 * pam.loss
 
 
 def test_kmeans_init_beats_random_init():
     G, x = geodesic_problem(1000, seed=1000)
-    obj = {init: [GeodesicKMedoids(30, init=init, swap=False, seed=s).fit(G, x).objective_ for s in range(5)]
-           for init in ["kmeans", "random"]}
+    obj = {
+        init: [GeodesicKMedoids(30, init=init, swap=False, seed=s).fit(G, x).objective_ for s in range(5)]
+        for init in ["kmeans", "random"]
+    }
     for init, runs in obj.items():
-        print(f"\ninit={init}: initial {np.mean([o[0] for o in runs]):.1f}, "
-              f"after Voronoi iteration {np.mean([o[-1] for o in runs]):.1f} (mean of 5 seeds)")
+        print(
+            f"\ninit={init}: initial {np.mean([o[0] for o in runs]):.1f}, "
+            f"after Voronoi iteration {np.mean([o[-1] for o in runs]):.1f} (mean of 5 seeds)"
+        )
     assert all(a[0] < b[0] for a, b in zip(obj["kmeans"], obj["random"]))
     assert np.mean([o[-1] for o in obj["kmeans"]]) < np.mean([o[-1] for o in obj["random"]])
 

@@ -39,8 +39,9 @@ def _check_stacked(decode, z, n_tan=3, seed=0, channels_last=False, atol=1e-9):
     return lin
 
 
-@pytest.mark.parametrize("grid,image,channels", [(4, 28, (4, 6, 5)), (7, 28, (4, 6)), (2, 16, (4, 6, 5)),
-                                                 (4, 32, (3, 5, 4))])
+@pytest.mark.parametrize(
+    "grid,image,channels", [(4, 28, (4, 6, 5)), (7, 28, (4, 6)), (2, 16, (4, 6, 5)), (4, 32, (3, 5, 4))]
+)
 @pytest.mark.parametrize("rewritten", [True, False])
 def test_spatial_decoders(grid, image, channels, rewritten):
     """The pipeline's spatial decoder, as given (BatchNorm, Upsample + conv) and rewritten by
@@ -161,8 +162,9 @@ class _BatchMixer(nn.Module):
         return torch.diag(s * (1 - s))
 
 
-@pytest.mark.parametrize("net,when,match", [(_Square(), "run", "mul"), (_Branchy(), "trace", "trace"),
-                                            (_BatchMixer(), "run", "batch")])
+@pytest.mark.parametrize(
+    "net,when,match", [(_Square(), "run", "mul"), (_Branchy(), "trace", "trace"), (_BatchMixer(), "run", "batch")]
+)
 def test_refuses_what_it_has_no_rule_for(net, when, match):
     """Refused with the operation named, never approximated; cell_metrics's default then uses
     torch.func and still gets the exact metric, while method='stacked' passes the error on."""

@@ -26,8 +26,16 @@ def test_ssim_matches_skimage(channels, size, win):
     b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1)
     ours = ssim(torch.from_numpy(a), torch.from_numpy(b), win_size=win).numpy()
     for i in range(2):
-        ref = structural_similarity(a[i], b[i], channel_axis=0, data_range=1.0, gaussian_weights=True,
-                                    sigma=1.5, use_sample_covariance=False, win_size=win)
+        ref = structural_similarity(
+            a[i],
+            b[i],
+            channel_axis=0,
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            win_size=win,
+        )
         assert ours[i] == pytest.approx(ref, abs=1e-5)
 
 

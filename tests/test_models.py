@@ -8,8 +8,10 @@ import torch
 from geovq.models import SpatialVAE, VanillaVAE, build_vae, elbo_terms, grid_sizes
 
 
-@pytest.mark.parametrize("shape,grid,channels", [((1, 28, 28), 4, [8, 8, 8]), ((1, 28, 28), 7, [8, 8]),
-                                                 ((3, 32, 32), 4, [8, 8, 8]), ((1, 16, 16), 4, [4, 4])])
+@pytest.mark.parametrize(
+    "shape,grid,channels",
+    [((1, 28, 28), 4, [8, 8, 8]), ((1, 28, 28), 7, [8, 8]), ((3, 32, 32), 4, [8, 8, 8]), ((1, 16, 16), 4, [4, 4])],
+)
 def test_spatial_shapes(shape, grid, channels):
     m = SpatialVAE(shape, latent_channels=5, grid=grid, channels=channels).eval()
     x = torch.rand(3, *shape)
@@ -55,7 +57,8 @@ def test_elbo_terms_by_hand():
 
 
 def test_kl_zero_at_prior():
-    recon, kl = elbo_terms(torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 0.5), torch.zeros(2, 3, 1, 1),
-                           torch.zeros(2, 3, 1, 1))
+    recon, kl = elbo_terms(
+        torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 0.5), torch.zeros(2, 3, 1, 1), torch.zeros(2, 3, 1, 1)
+    )
     assert torch.allclose(kl, torch.zeros(2))
     assert torch.allclose(recon, torch.full((2,), 4 * math.log(2)))

@@ -9,11 +9,30 @@ import torch
 
 from geovq.io import GeovqError, load_json, load_npz, save_npz
 from geovq.prior import (
-    CodePrior, PriorConfig, check_codes, load_prior, nll_bits, sample, save_prior, train_prior,
+    CodePrior,
+    PriorConfig,
+    check_codes,
+    load_prior,
+    nll_bits,
+    sample,
+    save_prior,
+    train_prior,
 )
 
-TINY = dict(conditional=False, n_layer=1, n_head=2, n_embd=32, dropout=0.0, epochs=12, batch_size=32,
-            lr=1e-2, weight_decay=0.0, val_fraction=0.2, patience=3, train_images=None)
+TINY = dict(
+    conditional=False,
+    n_layer=1,
+    n_head=2,
+    n_embd=32,
+    dropout=0.0,
+    epochs=12,
+    batch_size=32,
+    lr=1e-2,
+    weight_decay=0.0,
+    val_fraction=0.2,
+    patience=3,
+    train_images=None,
+)
 
 
 # tiny models: one thread is faster and steadier on a shared 2-core machine
@@ -61,8 +80,9 @@ def test_conditional_prior_learns_class_sequences_including_the_first_code():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 3, 300)
     codes = _sequences(labels, 8, 9).reshape(300, 3, 3)
-    model, rows = train_prior(codes, labels, 8, {**TINY, "conditional": True, "epochs": 15}, seed=0,
-                              device="cpu", log=lambda m: None)
+    model, rows = train_prior(
+        codes, labels, 8, {**TINY, "conditional": True, "epochs": 15}, seed=0, device="cpu", log=lambda m: None
+    )
     per_token, per_image = nll_bits(model, codes, labels)
     assert per_token < 0.15 and per_image == pytest.approx(per_token * 9)
     drawn = sample(model, 6, labels=np.arange(6) % 3, generator=torch.Generator().manual_seed(0))
@@ -94,7 +114,9 @@ def test_sample_shape_range_top_k_and_seed():
     assert (a == b).all()  # same seed, same draws
     assert len(np.unique(a.reshape(50, -1), axis=0)) > 10  # a near-uniform untrained prior: varied grids
     prefix = torch.randint(0, 7, (4, 3))
-    torch.testing.assert_close(model.logits_from_prefix(prefix, last_only=True), model.logits_from_prefix(prefix)[:, -1])
+    torch.testing.assert_close(
+        model.logits_from_prefix(prefix, last_only=True), model.logits_from_prefix(prefix)[:, -1]
+    )
     greedy = sample(model, 5, top_k=1, generator=torch.Generator().manual_seed(0))
     assert (greedy == greedy[0]).all()  # top-1 is deterministic
     with pytest.raises(ValueError, match="temperature"):
@@ -105,8 +127,11 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     cfg = PriorConfig(K=6, grid=(2, 2), n_classes=2, n_layer=1, n_head=1, n_embd=8)
     model = CodePrior(cfg).eval()
     ok = np.zeros((3, 2, 2), np.int64)
-    for bad, match in ((ok + 6, r"\[0, 6\)"), (np.zeros((3, 2, 3), np.int64), "grid shape"),
-                       (ok.astype(np.float32), "integer")):
+    for bad, match in (
+        (ok + 6, r"\[0, 6\)"),
+        (np.zeros((3, 2, 3), np.int64), "grid shape"),
+        (ok.astype(np.float32), "integer"),
+    ):
         with pytest.raises(GeovqError, match=match) as e:
             check_codes(model, bad)
         assert "\n" not in str(e.value)
@@ -130,10 +155,12 @@ def _codes_file(path, codes, labels, K):
 def _prior_stage_args(tmp_path, **over):
     prior = {**TINY, "conditional": True, "epochs": 2}
     inp = SimpleNamespace(codes_train=tmp_path / "codes_train.npz", codes_test=tmp_path / "codes_test.npz")
-    out = SimpleNamespace(model=tmp_path / "prior/model.pt", losses=tmp_path / "prior/losses.csv",
-                          nll=tmp_path / "prior/nll.json")
-    params = SimpleNamespace(dataset="synthetic", variant="spatial", quantizer="kmeans", seed=0,
-                             prior=prior, device="cpu")
+    out = SimpleNamespace(
+        model=tmp_path / "prior/model.pt", losses=tmp_path / "prior/losses.csv", nll=tmp_path / "prior/nll.json"
+    )
+    params = SimpleNamespace(
+        dataset="synthetic", variant="spatial", quantizer="kmeans", seed=0, prior=prior, device="cpu"
+    )
     return inp, out, params
 
 
@@ -164,8 +191,9 @@ def test_train_and_sample_prior_stages(tmp_path):
     save_npz(tmp_path / "codebook.npz", codebook=rng.normal(size=(K, 3)).astype(np.float32), K=np.int64(K))
     s_inp = SimpleNamespace(prior=out.model, codebook=tmp_path / "codebook.npz", decoder=tmp_path / "vae.pt")
     s_out = SimpleNamespace(samples=tmp_path / "prior/samples.npz", png=tmp_path / "prior/samples.png")
-    s_params = SimpleNamespace(dataset="synthetic", seed=0, device="cpu",
-                               sample={"n": 25, "temperature": 1.0, "top_k": None})
+    s_params = SimpleNamespace(
+        dataset="synthetic", seed=0, device="cpu", sample={"n": 25, "temperature": 1.0, "top_k": None}
+    )
     sample_prior(s_inp, s_out, s_params, lambda m: None)
     d = load_npz(s_out.samples, ("codes", "images", "labels", "K"))
     assert d["codes"].shape == (25, 4, 4) and d["codes"].min() >= 0 and d["codes"].max() < K
@@ -175,8 +203,14 @@ def test_train_and_sample_prior_stages(tmp_path):
 
     # a decoder whose latent grid disagrees with the prior: one line, nothing written
     arch7 = {"latent_channels": 3, "grid": 8, "channels": [4]}
-    save_vae(tmp_path / "vae8.pt", build_vae("spatial", (1, 16, 16), arch7), "spatial", arch7,
-             dataset="synthetic", image_shape=(1, 16, 16))
+    save_vae(
+        tmp_path / "vae8.pt",
+        build_vae("spatial", (1, 16, 16), arch7),
+        "spatial",
+        arch7,
+        dataset="synthetic",
+        image_shape=(1, 16, 16),
+    )
     bad_out = SimpleNamespace(samples=tmp_path / "bad/samples.npz", png=tmp_path / "bad/samples.png")
     with pytest.raises(GeovqError, match=r"prior grid \(4, 4\) disagrees with the decoder's latent grid \(8, 8\)"):
         sample_prior(SimpleNamespace(**{**vars(s_inp), "decoder": tmp_path / "vae8.pt"}), bad_out, s_params, print)

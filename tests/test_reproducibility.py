@@ -24,8 +24,18 @@ TABLE = Path("results") / "tables" / "metrics.csv"
 
 
 def snakemake_cmd(workdir, configfile, *args, cores=2):
-    return [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", str(cores),
-            *args, "--configfile", str(configfile)]
+    return [
+        str(SNAKEMAKE),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        str(cores),
+        *args,
+        "--configfile",
+        str(configfile),
+    ]
 
 
 def one_seed_config(tmp_path):
@@ -42,6 +52,7 @@ def one_seed_config(tmp_path):
 
 def same_table(work_a, work_b, seed):
     """The header and seed ``seed``'s lines of the table byte for byte, and every metrics.json of that seed."""
+
     def lines(work):
         header, *rows = (work / TABLE).read_bytes().splitlines()
         col = header.split(b",").index(b"seed")
@@ -136,10 +147,17 @@ def test_full_disk_is_one_line_and_leaves_no_artifact(small_disk, tmp_path, caps
 
     out = small_disk / "results" / "synthetic" / "data"
     smk = SimpleNamespace(
-        rule="prepare_data", config={"threads": 1}, log=[str(tmp_path / "prepare_data.log")], input=Files(),
+        rule="prepare_data",
+        config={"threads": 1},
+        log=[str(tmp_path / "prepare_data.log")],
+        input=Files(),
         output=Files(train=str(out / "train.npz"), test=str(out / "test.npz")),
-        params=SimpleNamespace(dataset="synthetic", data_dir=str(tmp_path / "data"), download=False,
-                               options={"n_train": 5000, "n_test": 100, "size": 16, "classes": 4, "channels": 1}),
+        params=SimpleNamespace(
+            dataset="synthetic",
+            data_dir=str(tmp_path / "data"),
+            download=False,
+            options={"n_train": 5000, "n_test": 100, "size": 16, "classes": 4, "channels": 1},
+        ),
     )
     with pytest.raises(SystemExit) as e:
         entry(smk, prepare_data)

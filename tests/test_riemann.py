@@ -32,9 +32,18 @@ class ConvDecoder(nn.Module):
     def __init__(self, c=3):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(c, 6, 1), nn.Upsample(size=(6, 6)), nn.Conv2d(6, 5, 3, padding=1), nn.BatchNorm2d(5),
-            nn.ReLU(), nn.Upsample(size=(12, 12)), nn.Conv2d(5, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Tanh(),
-            nn.Conv2d(4, 1, 3, padding=1), nn.Sigmoid())
+            nn.Conv2d(c, 6, 1),
+            nn.Upsample(size=(6, 6)),
+            nn.Conv2d(6, 5, 3, padding=1),
+            nn.BatchNorm2d(5),
+            nn.ReLU(),
+            nn.Upsample(size=(12, 12)),
+            nn.Conv2d(5, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.Tanh(),
+            nn.Conv2d(4, 1, 3, padding=1),
+            nn.Sigmoid(),
+        )
         _randomize_bn(self, seed=1)
 
     def forward(self, z):
@@ -77,7 +86,8 @@ def _oracle_metrics(decode, Z, cells):
         h, w = divmod(hw, W)
         if n not in jac:
             jac[n] = torch.autograd.functional.jacobian(
-                lambda z: decode(z[None]).reshape(-1), Z[n], vectorize=True)  # (P, C, H, W)
+                lambda z: decode(z[None]).reshape(-1), Z[n], vectorize=True
+            )  # (P, C, H, W)
         J = jac[n][:, :, h, w]
         out.append((J.T @ J).numpy())
     return np.stack(out)
@@ -87,7 +97,7 @@ def _rel_err(a, b):
     """Largest per-matrix error relative to the matrix's norm."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     axes = tuple(range(1, a.ndim))
-    return float(np.max(np.sqrt(((a - b) ** 2).sum(axes)) / np.sqrt((b ** 2).sum(axes))))
+    return float(np.max(np.sqrt(((a - b) ** 2).sum(axes)) / np.sqrt((b**2).sum(axes))))
 
 
 @pytest.fixture(scope="module")
@@ -217,15 +227,18 @@ def test_linear_decoder_lengths_exact():
 
     i, j = rng.integers(0, M, 50), rng.integers(0, M, 50)
     delta = x[j] - x[i]
-    expect = 0.5 * (np.linalg.norm(np.einsum("epc,ec->ep", blocks[pos[i]], delta), axis=1)
-                    + np.linalg.norm(np.einsum("epc,ec->ep", blocks[pos[j]], delta), axis=1))
+    expect = 0.5 * (
+        np.linalg.norm(np.einsum("epc,ec->ep", blocks[pos[i]], delta), axis=1)
+        + np.linalg.norm(np.einsum("epc,ec->ep", blocks[pos[j]], delta), axis=1)
+    )
     L_jvp = edge_lengths_jvp(dec, Z, i, j, x[i], x[j], batch_size=16, dtype=torch.float64)
     np.testing.assert_allclose(L_jvp, expect, rtol=1e-12)
     # same grid position: both endpoints share J and L = |A_cell Δ| exactly
     same = pos[i] == pos[j]
     assert same.any()
-    np.testing.assert_allclose(L_jvp[same], np.linalg.norm(
-        np.einsum("epc,ec->ep", blocks[pos[i[same]]], delta[same]), axis=1), rtol=1e-12)
+    np.testing.assert_allclose(
+        L_jvp[same], np.linalg.norm(np.einsum("epc,ec->ep", blocks[pos[i[same]]], delta[same]), axis=1), rtol=1e-12
+    )
 
     graph = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(M, M))
     graph = ((graph + graph.T) > 0).astype(np.float64)
@@ -280,8 +293,9 @@ def test_new_point_lengths_match_direct_per_pair():
     for m in range(M):
         for t in range(k):
             d = x[nbr[m, t]] - x[N + m]
-            expect[m, t] = 0.5 * (np.sqrt(d @ metrics[N + m].astype(float) @ d)
-                                  + np.sqrt(d @ metrics[nbr[m, t]].astype(float) @ d))
+            expect[m, t] = 0.5 * (
+                np.sqrt(d @ metrics[N + m].astype(float) @ d) + np.sqrt(d @ metrics[nbr[m, t]].astype(float) @ d)
+            )
     assert L.dtype == np.float64 and L.shape == (M, k)
     np.testing.assert_allclose(L, expect, rtol=1e-5)  # dᵀGd is evaluated in float32, like the stored G
     one_sided = new_point_lengths(None, x[N:], metrics[:N], x[:N], nbr, chunk=5)

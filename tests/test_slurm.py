@@ -175,8 +175,11 @@ class LocalSlurm:
 
     def zombies(self):
         """Seen daemons that have exited but not been reaped yet: {pid: (comm, parent pid)}."""
-        return {pid: (comm, st[1]) for pid, (start, comm) in self.seen.items()
-                if (st := _proc_stat(pid)) and st[2] == start and st[0] == "Z"}
+        return {
+            pid: (comm, st[1])
+            for pid, (start, comm) in self.seen.items()
+            if (st := _proc_stat(pid)) and st[2] == start and st[0] == "Z"
+        }
 
     def run(self, *cmd, check=True):
         return subprocess.run(list(cmd), capture_output=True, text=True, env=self.env, check=check, timeout=120)
@@ -206,7 +209,8 @@ def cluster(request):
         if keep:
             print(f"\nlocal SLURM state and logs kept in {c.base}")
         assert proc.returncode == 0 and not left, (
-            f"stop_local_slurm.sh left {left}:\n{proc.stdout}\n{proc.stderr[-4000:]}")
+            f"stop_local_slurm.sh left {left}:\n{proc.stdout}\n{proc.stderr[-4000:]}"
+        )
 
     request.addfinalizer(teardown)  # before start: a half-started cluster is stopped too
     c.start(accounting=True)
@@ -231,8 +235,16 @@ def cluster_profile(src, dest, account=None):
 
 def snakemake(workdir, profile_dir, *args, snakefile=ROOT / "Snakefile", env=None, timeout=4500):
     """Snakemake with one ordered output stream (stderr into stdout); returns (process, seconds)."""
-    cmd = [str(SNAKEMAKE), "-s", str(snakefile), "--directory", str(workdir),
-           "--workflow-profile", str(profile_dir), *args]
+    cmd = [
+        str(SNAKEMAKE),
+        "-s",
+        str(snakefile),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        str(profile_dir),
+        *args,
+    ]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=timeout)
     return proc, time.monotonic() - t0
@@ -244,8 +256,15 @@ def parse_jobs(text):
     for line in text.splitlines():
         m = re.match(r"^(local)?rule (\S+):$", line)
         if m:
-            cur = {"local": bool(m[1]), "rule": m[2], "jobid": None, "wildcards": "", "threads": 1,
-                   "resources": {}, "output": False}
+            cur = {
+                "local": bool(m[1]),
+                "rule": m[2],
+                "jobid": None,
+                "wildcards": "",
+                "threads": 1,
+                "resources": {},
+                "output": False,
+            }
             jobs.append(cur)
         elif cur is not None and line.startswith("    "):
             if line.startswith("        "):  # a multi-line value (shell command)
@@ -287,8 +306,10 @@ def sacct(c, ids, wait=60):
     deadline = time.monotonic() + wait
     while True:
         out = c.run("sacct", "-X", "-P", "-n", "-j", ",".join(ids), "-o", SACCT_FIELDS).stdout
-        rows = {r["JobID"]: r for r in (dict(zip(SACCT_FIELDS.split(","), line.split("|")))
-                                        for line in out.splitlines() if line)}
+        rows = {
+            r["JobID"]: r
+            for r in (dict(zip(SACCT_FIELDS.split(","), line.split("|"))) for line in out.splitlines() if line)
+        }
         settled = all(i in rows and rows[i]["State"] not in ("PENDING", "RUNNING", "COMPLETING") for i in ids)
         if settled or time.monotonic() > deadline:
             return rows
@@ -323,8 +344,12 @@ def key(job):
 
 def planned_resources(job):
     r = job["resources"]
-    return {"threads": job["threads"], "mem_mb": int(r["mem_mb"]), "runtime": int(r["runtime"]),
-            "gpu": int(r.get("gpu", 0))}
+    return {
+        "threads": job["threads"],
+        "mem_mb": int(r["mem_mb"]),
+        "runtime": int(r["runtime"]),
+        "gpu": int(r.get("gpu", 0)),
+    }
 
 
 FAKE_MAKE = """#!/bin/bash
@@ -334,12 +359,16 @@ exit "$FAKE_RC"
 """
 
 
-@pytest.mark.parametrize("report,rc,note", [
-    ("skipped: needs root to start munged", 0, "NOTE: SLURM tests did not run: needs root to start munged"),
-    ("", 0, "NOTE: SLURM tests did not run: tests/test_slurm.py never reached its cluster"),
-    ("skipped: needs apt-get to install slurmd", 3, "NOTE: SLURM tests did not run: needs apt-get"),
-    ("ran: a local SLURM cluster started", 2, "SLURM tests ran"),
-], ids=["skipped", "never-reached", "skipped-and-failed", "ran-and-failed"])
+@pytest.mark.parametrize(
+    "report,rc,note",
+    [
+        ("skipped: needs root to start munged", 0, "NOTE: SLURM tests did not run: needs root to start munged"),
+        ("", 0, "NOTE: SLURM tests did not run: tests/test_slurm.py never reached its cluster"),
+        ("skipped: needs apt-get to install slurmd", 3, "NOTE: SLURM tests did not run: needs apt-get"),
+        ("ran: a local SLURM cluster started", 2, "SLURM tests ran"),
+    ],
+    ids=["skipped", "never-reached", "skipped-and-failed", "ran-and-failed"],
+)
 def test_ci_says_loudly_when_slurm_did_not_run(tmp_path, report, rc, note):
     """.ci/run runs `make test` (here a stand-in that writes what the cluster fixture would), keeps its
     exit status, and says whether the SLURM tests ran."""
@@ -358,12 +387,33 @@ def test_skipped_cluster_fixture_leaves_its_reason_for_ci(tmp_path):
     skip reason to GEOVQ_SLURM_REPORT (and starts nothing)."""
     (tmp_path / "not_root.py").write_text("import os\nos.geteuid = lambda: 1000\n")
     report = tmp_path / "report"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
-           "GEOVQ_SLURM_REPORT": str(report)}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "not_root", "-p", "no:cacheprovider", "-q",
-                           "-o", "addopts=-rs", "--basetemp", str(tmp_path / "run"),
-                           f"{Path(__file__)}::test_daemons_stopped"],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+        "GEOVQ_SLURM_REPORT": str(report),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "not_root",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-o",
+            "addopts=-rs",
+            "--basetemp",
+            str(tmp_path / "run"),
+            f"{Path(__file__)}::test_daemons_stopped",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "1 skipped" in proc.stdout, proc.stdout + proc.stderr
     assert report.read_text() == "skipped: needs root to start munged, slurmdbd, slurmctld and slurmd\n"
 
@@ -383,8 +433,14 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, test_config_run, tmp_path, ca
     cluster_profile(PROFILE, prof_dir, account="root")
     # one seed and three quantizers (every kind of job, about 55 of them): the executor is under
     # test here, not the study, and every job costs SLURM's start-up overhead
-    cfg = ["--configfile", str(TEST_CONFIG), "--config", f"gpu={GPUS}", f"seeds=[{SLURM_SEED}]",
-           f"quantizers=[{','.join(SLURM_QUANTIZERS)}]"]
+    cfg = [
+        "--configfile",
+        str(TEST_CONFIG),
+        "--config",
+        f"gpu={GPUS}",
+        f"seeds=[{SLURM_SEED}]",
+        f"quantizers=[{','.join(SLURM_QUANTIZERS)}]",
+    ]
 
     # what Snakemake plans, with the same profile and config: the expectations
     dry, _ = snakemake(tmp_path / "dry", prof_dir, *cfg, "-n", env=cluster.env, timeout=600)
@@ -400,8 +456,10 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, test_config_run, tmp_path, ca
     log = proc.stdout
     assert proc.returncode == 0, log[-8000:]
     with capsys.disabled():
-        print(f"\n[test_slurm] config/test.yaml, {len(planned)} jobs: local --cores 2 {local_s:.0f} s, "
-              f"through SLURM {slurm_s:.0f} s (x{slurm_s / local_s:.2f}, +{slurm_s - local_s:.0f} s)")
+        print(
+            f"\n[test_slurm] config/test.yaml, {len(planned)} jobs: local --cores 2 {local_s:.0f} s, "
+            f"through SLURM {slurm_s:.0f} s (x{slurm_s / local_s:.2f}, +{slurm_s - local_s:.0f} s)"
+        )
 
     subs = submissions(log)
     ran_locally = [j for j in parse_jobs(log) if j["local"]]
@@ -425,8 +483,12 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, test_config_run, tmp_path, ca
         if row is None:
             bad.append((sid, key(job), "no sacct record"))
             continue
-        got = {"threads": int(row["ReqCPUS"]), "mem_mb": mem_mb(row["ReqMem"]),
-               "runtime": minutes(row["Timelimit"]), "gpu": gres_gpus(row["AllocTRES"])}
+        got = {
+            "threads": int(row["ReqCPUS"]),
+            "mem_mb": mem_mb(row["ReqMem"]),
+            "runtime": minutes(row["Timelimit"]),
+            "gpu": gres_gpus(row["AllocTRES"]),
+        }
         if row["State"] != "COMPLETED" or got != want or int(row["AllocCPUS"]) != want["threads"]:
             bad.append((sid, key(job), row, want))
         text = job_log.read_text() if job_log.exists() else ""
@@ -446,8 +508,7 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, test_config_run, tmp_path, ca
     # config `threads` whatever CPUs SLURM grants, so on one machine they are identical
     def table(workdir):
         with open(workdir / "results" / "tables" / "metrics.csv") as f:
-            rows = [r for r in csv.DictReader(f)
-                    if r["seed"] == str(SLURM_SEED) and r["quantizer"] in SLURM_QUANTIZERS]
+            rows = [r for r in csv.DictReader(f) if r["seed"] == str(SLURM_SEED) and r["quantizer"] in SLURM_QUANTIZERS]
         return sorted(rows, key=lambda r: (r["dataset"], r["variant"], r["quantizer"], r["assign"]))
 
     slurm_rows, local_rows = table(tmp_path / "slurm"), table(local_dir)
@@ -489,8 +550,17 @@ def test_noacct_profile_on_cluster_without_accounting(cluster, tmp_path):
     results = {}
     for fail in (False, True):
         work = tmp_path / f"fail_{fail}"
-        proc, _ = snakemake(work, tmp_path / "profile", "--config", f"fail={fail}", "--retries", "0",
-                            snakefile=FAILING, env=cluster.env, timeout=600)
+        proc, _ = snakemake(
+            work,
+            tmp_path / "profile",
+            "--config",
+            f"fail={fail}",
+            "--retries",
+            "0",
+            snakefile=FAILING,
+            env=cluster.env,
+            timeout=600,
+        )
         ((job, sid, job_log),) = submissions(proc.stdout)
         q = cluster.run("squeue", "-h", "-t", "all", "-j", sid, "-o", "%T|%m|%l|%C|%a").stdout.strip()
         results[fail] = proc, sid, q.split("|"), job_log, work

@@ -26,9 +26,15 @@ class Files(SimpleNamespace):
 
 def job(tmp_path, rule, inputs, outputs, **params):
     """What a Snakemake ``script:`` job hands to geovq.stages.runner.entry, outputs under tmp_path."""
-    return SimpleNamespace(rule=rule, threads=1, config={"threads": 1}, log=[str(tmp_path / f"{rule}.log")],
-                           input=Files(**inputs), output=Files(**{k: str(tmp_path / v) for k, v in outputs.items()}),
-                           params=SimpleNamespace(seed=0, **params))
+    return SimpleNamespace(
+        rule=rule,
+        threads=1,
+        config={"threads": 1},
+        log=[str(tmp_path / f"{rule}.log")],
+        input=Files(**inputs),
+        output=Files(**{k: str(tmp_path / v) for k, v in outputs.items()}),
+        params=SimpleNamespace(seed=0, **params),
+    )
 
 
 def fails_cleanly(smk, stage, capsys, *needles):
@@ -60,7 +66,7 @@ def two_clusters(n=40, c=3):
     """Two tight blobs 1000 apart: a k=3 graph over them has two components."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, c))
-    x[n // 2:] += 1000.0
+    x[n // 2 :] += 1000.0
     return x.reshape(n, c, 1, 1)
 
 
@@ -82,8 +88,16 @@ def test_nan_latents(tmp_path, capsys):
 def test_k_not_below_number_of_nodes(tmp_path, capsys):
     path = cells(tmp_path, two_clusters(n=8))
     smk = job(tmp_path, "knn_graph", {"cells": path}, GRAPH_OUT, graph=graph_params(k=8))
-    fails_cleanly(smk, knn_graph, capsys, "config key 'graph.k'", "k=8", "number of graph nodes 8", "cells.npz",
-                  "codebook.fit_cells")
+    fails_cleanly(
+        smk,
+        knn_graph,
+        capsys,
+        "config key 'graph.k'",
+        "k=8",
+        "number of graph nodes 8",
+        "cells.npz",
+        "codebook.fit_cells",
+    )
 
 
 def test_disconnected_graph_without_bridging(tmp_path, capsys):
@@ -100,9 +114,14 @@ def test_disconnected_graph_without_bridging(tmp_path, capsys):
 def test_more_codes_than_nodes(tmp_path, capsys):
     path = cells(tmp_path, two_clusters())
     entry(job(tmp_path, "knn_graph", {"cells": path}, GRAPH_OUT, graph=graph_params(k=3)), knn_graph)
-    smk = job(tmp_path, "geodesic_medoids", {"lengths": str(tmp_path / "knn.npz")},
-                    {"codebook": "codebook.npz", "voronoi": "voronoi.npz", "objective": "objective.csv"},
-                    K=41, medoids=DEFAULTS["medoids"])
+    smk = job(
+        tmp_path,
+        "geodesic_medoids",
+        {"lengths": str(tmp_path / "knn.npz")},
+        {"codebook": "codebook.npz", "voronoi": "voronoi.npz", "objective": "objective.csv"},
+        K=41,
+        medoids=DEFAULTS["medoids"],
+    )
     fails_cleanly(smk, geodesic_medoids, capsys, "config key 'codebook.K'", "K=41", "40")
 
 
@@ -125,15 +144,38 @@ def test_geodesic_codes_of_new_cells_follow_the_extended_graph_not_train_ids(tmp
     entry(job(tmp_path, "train_cells", {"latents_train": train}, {"cells": "cells.npz"}, fit_cells=120), train_cells)
     g = graph_params(k=6)
     entry(job(tmp_path, "knn_graph", {"cells": str(tmp_path / "cells.npz")}, GRAPH_OUT, graph=g), knn_graph)
-    entry(job(tmp_path, "geodesic_medoids", {"lengths": str(tmp_path / "knn.npz")},
-              {"codebook": "codebook.npz", "voronoi": "voronoi.npz", "objective": "objective.csv"},
-              K=5, medoids=DEFAULTS["medoids"]), geodesic_medoids)
+    entry(
+        job(
+            tmp_path,
+            "geodesic_medoids",
+            {"lengths": str(tmp_path / "knn.npz")},
+            {"codebook": "codebook.npz", "voronoi": "voronoi.npz", "objective": "objective.csv"},
+            K=5,
+            medoids=DEFAULTS["medoids"],
+        ),
+        geodesic_medoids,
+    )
     codebook = {**DEFAULTS["codebook"], "train_images": None, "test_images": None}
-    entry(job(tmp_path, "geodesic_codes", {"lengths": str(tmp_path / "knn.npz"), "voronoi": str(tmp_path / "voronoi.npz"),
-                                           "codebook": str(tmp_path / "codebook.npz"), "latents_train": train,
-                                           "latents_test": test, "model": None},
-              {"codes_train": "codes_train.npz", "codes_test": "codes_test.npz"},
-              quantizer="graph", graph=g, codebook=codebook, device="cpu"), geodesic_codes)
+    entry(
+        job(
+            tmp_path,
+            "geodesic_codes",
+            {
+                "lengths": str(tmp_path / "knn.npz"),
+                "voronoi": str(tmp_path / "voronoi.npz"),
+                "codebook": str(tmp_path / "codebook.npz"),
+                "latents_train": train,
+                "latents_test": test,
+                "model": None,
+            },
+            {"codes_train": "codes_train.npz", "codes_test": "codes_test.npz"},
+            quantizer="graph",
+            graph=g,
+            codebook=codebook,
+            device="cpu",
+        ),
+        geodesic_codes,
+    )
     G, d = load_graph(tmp_path / "knn.npz", ("nodes", "x"))
     vor = np.load(tmp_path / "voronoi.npz")
     medoids = np.load(tmp_path / "codebook.npz")["medoids"]
@@ -163,8 +205,11 @@ def test_stages_get_their_wildcards_as_params():
     from geovq.io import GeovqError
     from geovq.stages.runner import stage_params
 
-    smk = SimpleNamespace(rule="evaluate", wildcards=SimpleNamespace(dataset="mnist", seed="3", assign="nearest"),
-                          params=SimpleNamespace(device="cpu"))
+    smk = SimpleNamespace(
+        rule="evaluate",
+        wildcards=SimpleNamespace(dataset="mnist", seed="3", assign="nearest"),
+        params=SimpleNamespace(device="cpu"),
+    )
     p = stage_params(smk)
     assert (p.dataset, p.seed, p.assign, p.device) == ("mnist", 3, "nearest", "cpu")
     smk.params = SimpleNamespace(dataset="fashionmnist")

@@ -18,8 +18,7 @@ SETTINGS = {
 
 def crossed(rng, delta, sa, sb, se, s=S, n=N):
     """d_si = delta + a_s + b_i + e_si."""
-    return (delta + rng.normal(0, sa, (s, 1)) + rng.normal(0, sb, (1, n))
-            + rng.normal(0, se, (s, n)))
+    return delta + rng.normal(0, sa, (s, 1)) + rng.normal(0, sb, (1, n)) + rng.normal(0, se, (s, n))
 
 
 def replicate(setting, delta, seed):
@@ -99,12 +98,15 @@ def test_identical_codebooks_give_zero_contrast():
     assert (r1["mean"], r1["lo"], r1["hi"], r1["p_value"]) == (0.0, 0.0, 0.0, 1.0)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (np.array([[0.1, np.nan, 0.2]]), "NaN"),
-    (np.array([[0.1, np.inf, 0.2]]), "non-finite"),
-    (np.zeros(5), "shape"),
-    (np.zeros((2, 1)), "2 images"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.array([[0.1, np.nan, 0.2]]), "NaN"),
+        (np.array([[0.1, np.inf, 0.2]]), "non-finite"),
+        (np.zeros(5), "shape"),
+        (np.zeros((2, 1)), "2 images"),
+    ],
+)
 def test_rejects_bad_input(bad, match):
     with pytest.raises(ValueError, match=match):
         paired_contrast(bad)

@@ -63,7 +63,8 @@ def test_contrast_sign_relative_difference_and_values():
     assert r["diff"] < 0 and r["diff_hi"] < 0  # A - B: riemannian is 5 % lower here
     assert r["diff"] == pytest.approx(ref["mean"]) == pytest.approx(a.mean() - b.mean())
     assert (r["diff_lo"], r["diff_hi"], r["p_value"], r["df"]) == pytest.approx(
-        (ref["lo"], ref["hi"], ref["p_value"], ref["df"]))
+        (ref["lo"], ref["hi"], ref["p_value"], ref["df"])
+    )
     assert (r["a_mean"], r["b_mean"]) == pytest.approx((a.mean(), b.mean()))
     assert r["rel_diff"] == pytest.approx(r["diff"] / b.mean())
     assert r["rel_diff"] == pytest.approx(-0.05, abs=0.01)
@@ -81,7 +82,8 @@ def test_not_applicable_metrics_are_left_out():
     assert set(k["metric"]) == {"mse_quant_real", "psnr_quant_real", "ssim_quant_real"}
     assert not c[["diff", "diff_lo", "diff_hi", "p_value"]].isna().any().any()
     assert {(x["metric"], x["a"], x["b"]) for x in c.attrs["left_out"]} == {
-        ("mse_quant_cont", "kmeans/nearest", "vqvae/nearest")}
+        ("mse_quant_cont", "kmeans/nearest", "vqvae/nearest")
+    }
     assert "vqvae/nearest" in c.attrs["left_out"][0]["reason"]
     r = row(c, f"riemannian/geodesic {M} graph/geodesic", "mse_quant_cont")
     assert r["diff"] < 0
@@ -168,13 +170,25 @@ def test_contrasts_markdown_is_a_table():
 def metrics_frame():
     rows = []
     rng = np.random.default_rng(1)
-    for q, assign, seeds in [("kmeans", "nearest", (0, 1, 2)), ("riemannian", "geodesic", (0, 1, 2)),
-                             ("vqvae", "nearest", (0,))]:
+    for q, assign, seeds in [
+        ("kmeans", "nearest", (0, 1, 2)),
+        ("riemannian", "geodesic", (0, 1, 2)),
+        ("vqvae", "nearest", (0,)),
+    ]:
         for s in seeds:
-            rows.append({"dataset": "fmnist", "variant": "spatial", "quantizer": q, "assign": assign,
-                         "seed": s, "mse_quant_real": rng.uniform(0.01, 0.02),
-                         "mse_quant_cont": np.nan if q == "vqvae" else rng.uniform(0, 0.01),
-                         "test_perplexity": rng.uniform(100, 200), "not_a_key_column": 1.0})
+            rows.append(
+                {
+                    "dataset": "fmnist",
+                    "variant": "spatial",
+                    "quantizer": q,
+                    "assign": assign,
+                    "seed": s,
+                    "mse_quant_real": rng.uniform(0.01, 0.02),
+                    "mse_quant_cont": np.nan if q == "vqvae" else rng.uniform(0, 0.01),
+                    "test_perplexity": rng.uniform(100, 200),
+                    "not_a_key_column": 1.0,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -217,18 +231,53 @@ def test_summary_markdown():
 
 
 def contrast_rows():
-    base = {"dataset": "fmnist", "variant": "spatial", "df": 2.1, "n_seeds": 3, "n_images": 10000,
-            "method": "crossed seeds x images, Satterthwaite t"}
-    null = {**base, "contrast": f"riemannian/geodesic {M} graph/geodesic",
-            "factor": "edge lengths: decoder-induced vs Euclidean", "metric": "mse_quant_real",
-            "a_mean": 0.015253, "b_mean": 0.015376, "diff": -1.23e-4, "diff_lo": -3.1e-4, "diff_hi": 6.2e-5,
-            "rel_diff": -0.008, "rel_lo": -0.02, "rel_hi": 0.004, "p_value": 0.21}
-    null_cont = {**null, "metric": "mse_quant_cont", "diff": 2.5e-4, "diff_lo": 1.0e-4, "diff_hi": 4.0e-4,
-                 "rel_diff": 0.05, "p_value": 0.004}
-    sig = {**base, "contrast": f"riemannian/geodesic {M} kmeans/nearest", "factor": "",
-           "metric": "mse_quant_real", "a_mean": 0.0117, "b_mean": 0.0156, "diff": -0.0039,
-           "diff_lo": -0.0045, "diff_hi": -0.0033, "rel_diff": -0.25, "rel_lo": -0.29, "rel_hi": -0.21,
-           "p_value": 0.0004}
+    base = {
+        "dataset": "fmnist",
+        "variant": "spatial",
+        "df": 2.1,
+        "n_seeds": 3,
+        "n_images": 10000,
+        "method": "crossed seeds x images, Satterthwaite t",
+    }
+    null = {
+        **base,
+        "contrast": f"riemannian/geodesic {M} graph/geodesic",
+        "factor": "edge lengths: decoder-induced vs Euclidean",
+        "metric": "mse_quant_real",
+        "a_mean": 0.015253,
+        "b_mean": 0.015376,
+        "diff": -1.23e-4,
+        "diff_lo": -3.1e-4,
+        "diff_hi": 6.2e-5,
+        "rel_diff": -0.008,
+        "rel_lo": -0.02,
+        "rel_hi": 0.004,
+        "p_value": 0.21,
+    }
+    null_cont = {
+        **null,
+        "metric": "mse_quant_cont",
+        "diff": 2.5e-4,
+        "diff_lo": 1.0e-4,
+        "diff_hi": 4.0e-4,
+        "rel_diff": 0.05,
+        "p_value": 0.004,
+    }
+    sig = {
+        **base,
+        "contrast": f"riemannian/geodesic {M} kmeans/nearest",
+        "factor": "",
+        "metric": "mse_quant_real",
+        "a_mean": 0.0117,
+        "b_mean": 0.0156,
+        "diff": -0.0039,
+        "diff_lo": -0.0045,
+        "diff_hi": -0.0033,
+        "rel_diff": -0.25,
+        "rel_lo": -0.29,
+        "rel_hi": -0.21,
+        "p_value": 0.0004,
+    }
     psnr = {**sig, "metric": "psnr_quant_real", "diff": 1.2, "diff_lo": 1.0, "diff_hi": 1.4}
     return pd.DataFrame([null, null_cont, sig, psnr], columns=study.CONTRAST_COLUMNS)
 
@@ -243,9 +292,11 @@ def test_answer_sentences():
     assert "Satterthwaite" in md and "α = 0.05" in md and "seed" in md and "image" in md
     assert "## fmnist, spatial" in md
     s = sentence(md, f"riemannian/geodesic {M} graph/geodesic")
-    assert s.startswith(f"- riemannian/geodesic {M} graph/geodesic (edge lengths: decoder-induced vs "
-                        f"Euclidean): quant–real MSE {M}1.23e-04 ({M}0.8 %), 95 % CI [{M}3.1e-04, 6.2e-05], "
-                        f"p = 0.21, 3 seeds × 10000 images — not distinguishable from zero; quant–cont MSE ")
+    assert s.startswith(
+        f"- riemannian/geodesic {M} graph/geodesic (edge lengths: decoder-induced vs "
+        f"Euclidean): quant–real MSE {M}1.23e-04 ({M}0.8 %), 95 % CI [{M}3.1e-04, 6.2e-05], "
+        f"p = 0.21, 3 seeds × 10000 images — not distinguishable from zero; quant–cont MSE "
+    )
     assert s.endswith("riemannian/geodesic is higher.")
     sig = sentence(md, f"riemannian/geodesic {M} kmeans/nearest")
     assert "lower" in sig and "not distinguishable" not in sig and "PSNR" not in sig
@@ -256,8 +307,10 @@ def test_answer_numbers_match_rows():
     """Read the numbers back out of each sentence of a real contrasts() table."""
     c = study.contrasts(make_per_image(n=200), SPECS)
     md = study.answer_markdown(c)
-    pat = re.compile(r"(quant–\w+ MSE) (\S+) \((\S+) %\), 95 % CI \[(\S+), (\S+)\], p = (\S+), "
-                     r"(\d+) seeds × (\d+) images — ([^;.]+)")
+    pat = re.compile(
+        r"(quant–\w+ MSE) (\S+) \((\S+) %\), 95 % CI \[(\S+), (\S+)\], p = (\S+), "
+        r"(\d+) seeds × (\d+) images — ([^;.]+)"
+    )
     metric = {"quant–real MSE": "mse_quant_real", "quant–cont MSE": "mse_quant_cont"}
     found = 0
     for contrast in set(c["contrast"]):
@@ -271,8 +324,13 @@ def test_answer_numbers_match_rows():
             assert num[4] == pytest.approx(r["p_value"], rel=5e-2, abs=5e-3)
             assert (int(m[7]), int(m[8])) == (r["n_seeds"], r["n_images"])
             side = contrast.split(f" {M} ")[0]
-            want = (f"{side} is lower" if r["diff_hi"] < 0 else f"{side} is higher" if r["diff_lo"] > 0
-                    else "not distinguishable from zero")
+            want = (
+                f"{side} is lower"
+                if r["diff_hi"] < 0
+                else f"{side} is higher"
+                if r["diff_lo"] > 0
+                else "not distinguishable from zero"
+            )
             assert m[9] == want
             found += 1
     assert found == 3  # riemannian-graph: real + cont; kmeans-vqvae: real only

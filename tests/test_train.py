@@ -105,8 +105,12 @@ def test_seed_decides_the_trained_model_and_its_codebook():
     model_a, cells_a, book_a = _fit(0, images)
     model_b, cells_b, book_b = _fit(0, images)
     model_c, cells_c, book_c = _fit(1, images)
-    init = [train_vae("spatial", images, {**ARCH["spatial"], **TRAIN, "epochs": 0}, seed=seed, device="cpu",
-                      log=lambda m: None)[0].state_dict() for seed in (0, 0, 1)]
+    init = [
+        train_vae(
+            "spatial", images, {**ARCH["spatial"], **TRAIN, "epochs": 0}, seed=seed, device="cpu", log=lambda m: None
+        )[0].state_dict()
+        for seed in (0, 0, 1)
+    ]
     assert all(torch.equal(init[0][k], init[1][k]) for k in init[0])
     kernels = [k for k in init[0] if k.endswith("weight") and init[0][k].ndim > 1]
     assert kernels and all(not torch.equal(init[0][k], init[2][k]) for k in kernels)  # the seed sets the init

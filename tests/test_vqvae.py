@@ -18,8 +18,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _quantizer(embedding, count, decay=0.5, eps=0.0, beta=0.25, dead_fraction=0.0):
-    vq = VectorQuantizerEMA(len(embedding), len(embedding[0]), beta=beta, decay=decay, eps=eps,
-                            dead_fraction=dead_fraction)
+    vq = VectorQuantizerEMA(
+        len(embedding), len(embedding[0]), beta=beta, decay=decay, eps=eps, dead_fraction=dead_fraction
+    )
     vq.embedding.copy_(torch.tensor(embedding, dtype=torch.float32))
     vq.ema_count.copy_(torch.tensor(count, dtype=torch.float32))
     vq.ema_sum.copy_(vq.embedding * vq.ema_count[:, None])
@@ -122,10 +123,15 @@ def test_train_vqvae_stage(tmp_path):
     data = SimpleNamespace(train=tmp_path / "train.npz", test=tmp_path / "test.npz")
     prepare("synthetic", data.train, data.test, options={"n_train": 300, "n_test": 60, "size": 16})
     names = ("model", "losses", "codebook", "codes_train", "codes_test", "latents_test")
-    out = SimpleNamespace(**{n: tmp_path / "vqvae" / f"{n}.{'pt' if n == 'model' else 'csv' if n == 'losses' else 'npz'}"
-                             for n in names})
+    out = SimpleNamespace(
+        **{n: tmp_path / "vqvae" / f"{n}.{'pt' if n == 'model' else 'csv' if n == 'losses' else 'npz'}" for n in names}
+    )
     params = SimpleNamespace(
-        dataset="synthetic", variant="vanilla", seed=0, device="cpu", vae=ARCH["vanilla"],
+        dataset="synthetic",
+        variant="vanilla",
+        seed=0,
+        device="cpu",
+        vae=ARCH["vanilla"],
         vqvae={**VQ, "epochs": 1, "batch_size": 32, "lr": 1e-3, "val_fraction": 0.1, "train_images": 200},
         codebook={"K": 8, "train_images": 100, "test_images": 40},
     )

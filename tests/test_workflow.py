@@ -68,8 +68,14 @@ def after_codes(qs, runs=R, analysis=None):
     """Every job that follows new codes of quantizers ``qs`` in ``runs`` runs (priors, samples,
     their quality, evaluations, figures, the analysis of the first seed, the tables)."""
     n = runs * len(qs)
-    plan = {"train_prior": n, "sample_prior": n, "sample_quality": n, "evaluate": runs * n_evals(qs),
-            "run_figures": runs, **TABLES}
+    plan = {
+        "train_prior": n,
+        "sample_prior": n,
+        "sample_quality": n,
+        "evaluate": runs * n_evals(qs),
+        "run_figures": runs,
+        **TABLES,
+    }
     if analysis:
         plan["analysis"] = analysis
     return plan
@@ -142,11 +148,15 @@ def test_every_posthoc_quantizer_is_fitted_on_the_same_train_cells(done):
         for s in SEEDS:
             run = work / "results" / "synthetic" / v / f"seed{s}"
             ids = np.load(run / "cells.npz")["ids"]
-            n_cells = np.load(run / "vae" / "latents_train.npz")["mu"][0, 0].size * TEST_CONFIG["dataset_options"]["n_train"]
+            n_cells = (
+                np.load(run / "vae" / "latents_train.npz")["mu"][0, 0].size * TEST_CONFIG["dataset_options"]["n_train"]
+            )
             assert len(ids) == min(TEST_CONFIG["codebook"]["fit_cells"], n_cells) and len(np.unique(ids)) == len(ids)
             np.testing.assert_array_equal(np.load(run / "graph" / "knn.npz")["nodes"], ids)
             for q in POST:
-                np.testing.assert_array_equal(np.load(run / q / "codebook.npz")["fit_cell_ids"], ids, err_msg=f"{run}/{q}")
+                np.testing.assert_array_equal(
+                    np.load(run / q / "codebook.npz")["fit_cell_ids"], ids, err_msg=f"{run}/{q}"
+                )
             medoids = np.load(run / "kmedoids" / "codebook.npz")["medoid_cells"]
             assert np.isin(medoids, ids).all()
 
@@ -188,12 +198,19 @@ def test_study_tables_answer_every_contrast(done):
     from geovq.stats import paired_contrast
 
     ev = work / "results" / "synthetic" / "spatial"
-    d = np.stack([np.load(ev / f"seed{s}" / "riemannian" / "eval" / "geodesic" / "per_image.npz")["mse_quant_real"]
-                  - np.load(ev / f"seed{s}" / "graph" / "eval" / "geodesic" / "per_image.npz")["mse_quant_real"]
-                  for s in SEEDS])
+    d = np.stack(
+        [
+            np.load(ev / f"seed{s}" / "riemannian" / "eval" / "geodesic" / "per_image.npz")["mse_quant_real"]
+            - np.load(ev / f"seed{s}" / "graph" / "eval" / "geodesic" / "per_image.npz")["mse_quant_real"]
+            for s in SEEDS
+        ]
+    )
     ref = paired_contrast(d)
-    got = c[(c.variant == "spatial") & (c.contrast == "riemannian/geodesic \u2212 graph/geodesic")
-            & (c.metric == "mse_quant_real")].iloc[0]
+    got = c[
+        (c.variant == "spatial")
+        & (c.contrast == "riemannian/geodesic \u2212 graph/geodesic")
+        & (c.metric == "mse_quant_real")
+    ].iloc[0]
     assert got["diff"] == pytest.approx(ref["mean"], rel=1e-4, abs=1e-12)
     assert got["diff_lo"] == pytest.approx(ref["lo"], rel=1e-4, abs=1e-12)
     answer = (tables / "answer.md").read_text()
@@ -257,17 +274,27 @@ def test_second_run_does_nothing(done, tmp_path):
 def test_codebook_change_reruns_only_codebook_and_after(done, tmp_path):
     work, _ = done
     jobs = planned_jobs(work, write_config(tmp_path / "k.yaml", codebook__K=8))
-    assert jobs == {"train_vqvae": R, "euclidean_codebook": R * len(EUC), "geodesic_medoids": R * len(GEO),
-                    "geodesic_codes": R * len(GEO), "nearest_codes": R * len(GEO),
-                    **after_codes(QS, analysis=len(VARIANTS))}, jobs
+    assert jobs == {
+        "train_vqvae": R,
+        "euclidean_codebook": R * len(EUC),
+        "geodesic_medoids": R * len(GEO),
+        "geodesic_codes": R * len(GEO),
+        "nearest_codes": R * len(GEO),
+        **after_codes(QS, analysis=len(VARIANTS)),
+    }, jobs
 
 
 def test_graph_k_change_reruns_graph_and_after(done, tmp_path):
     work, _ = done
     jobs = planned_jobs(work, write_config(tmp_path / "g.yaml", graph={**TEST_CONFIG["graph"], "k": 8}))
-    assert jobs == {"knn_graph": R, "riemannian_lengths": R, "geodesic_medoids": R * len(GEO),
-                    "geodesic_codes": R * len(GEO), "nearest_codes": R * len(GEO),
-                    **after_codes(GEO, analysis=len(VARIANTS))}, jobs
+    assert jobs == {
+        "knn_graph": R,
+        "riemannian_lengths": R,
+        "geodesic_medoids": R * len(GEO),
+        "geodesic_codes": R * len(GEO),
+        "nearest_codes": R * len(GEO),
+        **after_codes(GEO, analysis=len(VARIANTS)),
+    }, jobs
 
 
 def test_vae_change_reruns_vae_and_after(done, tmp_path):
@@ -277,10 +304,18 @@ def test_vae_change_reruns_vae_and_after(done, tmp_path):
     spatial = {**TEST_CONFIG["vae"]["spatial"], "beta": 0.5}
     jobs = planned_jobs(work, write_config(tmp_path / "v.yaml", vae__spatial=spatial))
     S = len(SEEDS)
-    plan = {"train_vae": S, "recon_quality": S, "train_cells": S, "euclidean_codebook": S * len(EUC),
-            "knn_graph": S, "riemannian_lengths": S, "geodesic_medoids": S * len(GEO),
-            "geodesic_codes": S * len(GEO), "nearest_codes": S * len(GEO),
-            **after_codes(POST, runs=S, analysis=1)}
+    plan = {
+        "train_vae": S,
+        "recon_quality": S,
+        "train_cells": S,
+        "euclidean_codebook": S * len(EUC),
+        "knn_graph": S,
+        "riemannian_lengths": S,
+        "geodesic_medoids": S * len(GEO),
+        "geodesic_codes": S * len(GEO),
+        "nearest_codes": S * len(GEO),
+        **after_codes(POST, runs=S, analysis=1),
+    }
     plan["evaluate"] += S * n_evals(["vqvae"])
     assert jobs == plan, jobs
 
@@ -295,7 +330,7 @@ def job_wildcards(work, cfg):
             rule = line[5:-1]
             jobs.append((rule, {}))
         elif line.startswith("wildcards:") and jobs:
-            jobs[-1][1].update(kv.split("=", 1) for kv in line[len("wildcards:"):].strip().split(", "))
+            jobs[-1][1].update(kv.split("=", 1) for kv in line[len("wildcards:") :].strip().split(", "))
     return jobs
 
 
@@ -363,8 +398,10 @@ def test_report_builds_with_table_and_figures(done):
     work, cfg = done
     run_snakemake(work, "--report", "report.html", configfile=cfg)
     html = (work / "report.html").read_text()
-    embedded = [(name, base64.b64decode(data)) for name, data in
-                re.findall(r"data:[\w/+.-]+;charset=utf8;filename=([\w.-]+);base64,([A-Za-z0-9+/=]+)", html)]
+    embedded = [
+        (name, base64.b64decode(data))
+        for name, data in re.findall(r"data:[\w/+.-]+;charset=utf8;filename=([\w.-]+);base64,([A-Za-z0-9+/=]+)", html)
+    ]
     payloads = {data for _, data in embedded}
     (table,) = [data.decode() for name, data in embedded if name == "metrics.html"]
     df = pd.read_csv(work / "results" / "tables" / "metrics.csv")
@@ -448,8 +485,13 @@ def test_touching_the_decoder_rewrite_reruns_the_riemannian_lengths_and_after(do
     with touched("geovq/jvp.py"):
         jobs = planned_jobs(work, cfg, *BY_MTIME)
     riem = [q for q in GEO if Q.get(q).edge_lengths == "riemannian"]
-    assert jobs == {"riemannian_lengths": R, "geodesic_medoids": R * len(riem), "geodesic_codes": R * len(GEO),
-                    "nearest_codes": R * len(GEO), **after_codes(GEO, analysis=len(VARIANTS))}, jobs
+    assert jobs == {
+        "riemannian_lengths": R,
+        "geodesic_medoids": R * len(riem),
+        "geodesic_codes": R * len(GEO),
+        "nearest_codes": R * len(GEO),
+        **after_codes(GEO, analysis=len(VARIANTS)),
+    }, jobs
 
 
 def test_touching_the_evaluate_stage_reruns_evaluate_and_the_tables_only(done):
@@ -463,6 +505,11 @@ def test_touching_the_geodesic_stages_reruns_no_vae_kmeans_or_vqvae(done):
     work, cfg = done
     with touched("geovq/stages/geodesic.py"):
         jobs = planned_jobs(work, cfg, *BY_MTIME)
-    assert jobs == {"knn_graph": R, "riemannian_lengths": R, "geodesic_medoids": R * len(GEO),
-                    "geodesic_codes": R * len(GEO), "nearest_codes": R * len(GEO),
-                    **after_codes(GEO, analysis=len(VARIANTS))}, jobs
+    assert jobs == {
+        "knn_graph": R,
+        "riemannian_lengths": R,
+        "geodesic_medoids": R * len(GEO),
+        "geodesic_codes": R * len(GEO),
+        "nearest_codes": R * len(GEO),
+        **after_codes(GEO, analysis=len(VARIANTS)),
+    }, jobs

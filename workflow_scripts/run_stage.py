@@ -3,6 +3,7 @@
 Imports only that stage's module (one process per job, as `script:` runs it), then hands it to
 geovq.stages.runner.entry: log file, threads, one-line errors.
 """
+
 import importlib
 import sys
 

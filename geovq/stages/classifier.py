@@ -22,8 +22,16 @@ def train_classifier(inp, out, params, log):
     log(f"test accuracy {acc:.4f} on {len(test_x)} images")
     save_classifier(out.model, model, cfg, dataset=params.dataset)
     write_csv(out.losses, rows)
-    save_json(out.metrics, {"dataset": params.dataset, "test_accuracy": acc, "n_test_images": len(test_x),
-                            "val_accuracy": rows[-1]["val_acc"], "epochs": len(rows)})
+    save_json(
+        out.metrics,
+        {
+            "dataset": params.dataset,
+            "test_accuracy": acc,
+            "n_test_images": len(test_x),
+            "val_accuracy": rows[-1]["val_acc"],
+            "epochs": len(rows),
+        },
+    )
 
 
 def recon_quality(inp, out, params, log):
@@ -49,8 +57,11 @@ def recon_quality(inp, out, params, log):
     train_idx = subset_indices(len(train_x), len(test_x), params.seed)
     train_feats, _ = features_and_predictions(clf, train_x[train_idx], device)
     result = {
-        "dataset": params.dataset, "variant": params.variant, "seed": params.seed,
-        "n_real_test_images": int(len(test_x)), "n_cont_recon_images": int(len(idx)),
+        "dataset": params.dataset,
+        "variant": params.variant,
+        "seed": params.seed,
+        "n_real_test_images": int(len(test_x)),
+        "n_cont_recon_images": int(len(idx)),
         "fd_cont_recon_real": frechet_distance(recon_feats, real_feats),
         "fd_real_train_real": frechet_distance(train_feats, real_feats),
         "cont_recon_accuracy": float((recon_pred == test_y.numpy()[idx]).mean()),

@@ -76,5 +76,6 @@ def nearest_codes(inp, out, params, log):
     d = load_npz(inp.codebook, ("codebook", "K"))
     geodesic = load_codes(inp.codes_test)
     mu, y = load_latents(inp.latents_test)
-    _write_nearest_codes(_Nearest(d["codebook"]), mu, y, geodesic["image_index"], int(d["K"]),
-                         out.codes_test, log, "test")
+    _write_nearest_codes(
+        _Nearest(d["codebook"]), mu, y, geodesic["image_index"], int(d["K"]), out.codes_test, log, "test"
+    )

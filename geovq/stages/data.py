@@ -11,8 +11,15 @@ def prepare_data(inp, out, params, log):
     from geovq.data import prepare
 
     opts = dict(params.options)
-    prepare(params.dataset, out.train, out.test, data_dir=params.data_dir, download=params.download,
-            options=opts, expected_channels=opts.get("channels"))
+    prepare(
+        params.dataset,
+        out.train,
+        out.test,
+        data_dir=params.data_dir,
+        download=params.download,
+        options=opts,
+        expected_channels=opts.get("channels"),
+    )
     for split in ("train", "test"):
         d = load_npz(getattr(out, split), ("images", "labels"))
         log(f"{split}: images {d['images'].shape} labels {np.bincount(d['labels']).tolist()}")

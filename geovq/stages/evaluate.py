@@ -12,8 +12,15 @@ from geovq.stages.runner import device_of
 
 
 # Keys of the prior's and the samples' results that describe the quantizer's own codes only
-GENERATIVE = ("test_bits_per_token", "test_bits_per_image", "fd_samples_real", "fd_quant_recon_real",
-              "quant_recon_accuracy", "conditional_accuracy", "n_samples")
+GENERATIVE = (
+    "test_bits_per_token",
+    "test_bits_per_image",
+    "fd_samples_real",
+    "fd_quant_recon_real",
+    "quant_recon_accuracy",
+    "conditional_accuracy",
+    "n_samples",
+)
 
 
 def _mean(a):
@@ -65,8 +72,13 @@ def evaluate(inp, out, params, log):
                 arrays[f"{m}_{own}"] = arrays[f"{m}_{name}"]
                 arrays[f"{m}_{name}"] = nan
         arrays["ze_sq_error"], arrays["latent_sq_error"] = arrays["latent_sq_error"], nan
-    meta = {"dataset": params.dataset, "variant": params.variant, "quantizer": q.name,
-            "assign": params.assign, "seed": int(params.seed)}
+    meta = {
+        "dataset": params.dataset,
+        "variant": params.variant,
+        "quantizer": q.name,
+        "assign": params.assign,
+        "seed": int(params.seed),
+    }
     save_npz(out.per_image, image_index=idx.astype(np.int64), **arrays, **{k: np.array(v) for k, v in meta.items()})
 
     result = {**meta, "K": K, "n_test_images": int(len(idx))}
@@ -91,15 +103,45 @@ def evaluate(inp, out, params, log):
 
 
 TABLE_COLUMNS = [
-    "dataset", "variant", "quantizer", "assign", "seed", "K", "n_test_images",
-    "mse_cont_real", "psnr_cont_real", "ssim_cont_real",
-    "mse_quant_real", "psnr_quant_real", "ssim_quant_real",
-    "mse_quant_cont", "psnr_quant_cont", "ssim_quant_cont",
-    "latent_sq_error", "quant_cont_over_cont_real", "active_units", "latent_units",
-    "mse_ze_real", "psnr_ze_real", "ssim_ze_real", "mse_quant_ze", "psnr_quant_ze", "ssim_quant_ze", "ze_sq_error",
-    "test_perplexity", "test_codes_used", "test_dead_codes", "train_perplexity",
-    "test_bits_per_token", "test_bits_per_image", "fd_samples_real", "fd_quant_recon_real",
-    "fd_cont_recon_real", "fd_real_train_real", "conditional_accuracy", "quant_recon_accuracy",
+    "dataset",
+    "variant",
+    "quantizer",
+    "assign",
+    "seed",
+    "K",
+    "n_test_images",
+    "mse_cont_real",
+    "psnr_cont_real",
+    "ssim_cont_real",
+    "mse_quant_real",
+    "psnr_quant_real",
+    "ssim_quant_real",
+    "mse_quant_cont",
+    "psnr_quant_cont",
+    "ssim_quant_cont",
+    "latent_sq_error",
+    "quant_cont_over_cont_real",
+    "active_units",
+    "latent_units",
+    "mse_ze_real",
+    "psnr_ze_real",
+    "ssim_ze_real",
+    "mse_quant_ze",
+    "psnr_quant_ze",
+    "ssim_quant_ze",
+    "ze_sq_error",
+    "test_perplexity",
+    "test_codes_used",
+    "test_dead_codes",
+    "train_perplexity",
+    "test_bits_per_token",
+    "test_bits_per_image",
+    "fd_samples_real",
+    "fd_quant_recon_real",
+    "fd_cont_recon_real",
+    "fd_real_train_real",
+    "conditional_accuracy",
+    "quant_recon_accuracy",
 ]
 
 

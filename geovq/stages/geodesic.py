@@ -20,17 +20,24 @@ def knn_graph(inp, out, params, log):
     g = params.graph
     nodes, x = load_cells(inp.cells)  # the train cells every post-hoc quantizer is fitted on
     if g["k"] >= len(nodes):
-        raise GeovqError(f"config key 'graph.k': k={g['k']} must be smaller than the number of graph nodes "
-                         f"{len(nodes)} ({inp.cells}; config codebook.fit_cells)")
+        raise GeovqError(
+            f"config key 'graph.k': k={g['k']} must be smaller than the number of graph nodes "
+            f"{len(nodes)} ({inp.cells}; config codebook.fit_cells)"
+        )
     log(f"kNN graph over {len(nodes)} train cells (dim {x.shape[1]}), k={g['k']}, {g['symmetrize']}")
-    G, info = build(x, g["k"], symmetrize=g["symmetrize"], method=g["knn_method"], exact_max=g["exact_max"],
-                    seed=params.seed)
-    log(f"{info['n_edges']} undirected edges, {info['n_components']} connected components, "
-        f"recall {info.get('recall', 1.0)}, {info['seconds']:.1f}s")
+    G, info = build(
+        x, g["k"], symmetrize=g["symmetrize"], method=g["knn_method"], exact_max=g["exact_max"], seed=params.seed
+    )
+    log(
+        f"{info['n_edges']} undirected edges, {info['n_components']} connected components, "
+        f"recall {info.get('recall', 1.0)}, {info['seconds']:.1f}s"
+    )
     if info["n_components"] > 1:
         if not g["bridge"]:
-            raise GeovqError(f"kNN graph has {info['n_components']} connected components and config key "
-                             f"'graph.bridge' is false: some cells would get no code; raise graph.k or enable bridging")
+            raise GeovqError(
+                f"kNN graph has {info['n_components']} connected components and config key "
+                f"'graph.bridge' is false: some cells would get no code; raise graph.k or enable bridging"
+            )
         G, n_bridges = bridge_components(G, x)
         info["n_bridges"] = int(n_bridges)
         log(f"bridged components with {n_bridges} closest-pair edges")
@@ -60,8 +67,10 @@ def riemannian_lengths(inp, out, params, log):
     metrics = cell_metrics(model.decode, mu, d["nodes"], device=device)
     L = edge_lengths_from_metrics(G, d["x"], metrics)
     ratio = L.data / np.maximum(G.data, 1e-30)
-    log(f"{L.nnz // 2} edges; Riemannian/Euclidean length ratio median {np.median(ratio):.3g} "
-        f"(5%: {np.quantile(ratio, 0.05):.3g}, 95%: {np.quantile(ratio, 0.95):.3g})")
+    log(
+        f"{L.nnz // 2} edges; Riemannian/Euclidean length ratio median {np.median(ratio):.3g} "
+        f"(5%: {np.quantile(ratio, 0.05):.3g}, 95%: {np.quantile(ratio, 0.95):.3g})"
+    )
     save_graph(out.lengths, L, nodes=d["nodes"], x=d["x"], metrics=metrics)
 
 
@@ -72,14 +81,22 @@ def geodesic_medoids(inp, out, params, log):
     m = params.medoids
     K = params.K
     if K > G.shape[0]:
-        raise GeovqError(f"config key 'codebook.K': K={K} is larger than the number of graph nodes {G.shape[0]} "
-                         f"(config codebook.fit_cells, or the number of train cells)")
+        raise GeovqError(
+            f"config key 'codebook.K': K={K} is larger than the number of graph nodes {G.shape[0]} "
+            f"(config codebook.fit_cells, or the number of train cells)"
+        )
     log(f"geodesic K-medoids K={K} on {G.shape[0]} nodes, {G.nnz // 2} edges, init {m['init']}")
     km = GeodesicKMedoids(K, init=m["init"], max_iter=m["max_iter"], swap=m["swap"], seed=params.seed).fit(G, d["x"])
     for i, obj in enumerate(km.objective_):
         log(f"step {i}: objective {obj:.6g}")
-    save_npz(out.codebook, codebook=km.cluster_centers_.astype(np.float32), K=np.int64(K),
-             medoids=km.medoids_, medoid_cells=d["nodes"][km.medoids_], fit_cell_ids=d["nodes"])
+    save_npz(
+        out.codebook,
+        codebook=km.cluster_centers_.astype(np.float32),
+        K=np.int64(K),
+        medoids=km.medoids_,
+        medoid_cells=d["nodes"][km.medoids_],
+        fit_cell_ids=d["nodes"],
+    )
     save_npz(out.voronoi, dist=km.dist_, label=km.labels_)
     write_csv(out.objective, [{"step": i, "objective": o} for i, o in enumerate(km.objective_)])
 
@@ -114,8 +131,9 @@ def geodesic_codes(inp, out, params, log):
             codes[is_node] = vor["label"][pos[is_node]]
         new_ids = cell_ids[~is_node]
         if len(new_ids):
-            codes[~is_node] = _link_new_cells(new_ids, mu, x_nodes, vor, k, params, log, split,
-                                              metrics_nodes, model, device)
+            codes[~is_node] = _link_new_cells(
+                new_ids, mu, x_nodes, vor, k, params, log, split, metrics_nodes, model, device
+            )
         save_npz(path, codes=codes.reshape(n, h, w), image_index=img, labels=labels[img], K=np.int64(K))
         log(f"{split}: {len(cell_ids)} cells of {n} images; {int(is_node.sum())} graph nodes, {len(new_ids)} linked")
 

@@ -26,24 +26,39 @@ def train_prior(inp, out, params, log):
     if int(test["K"]) != K:
         raise GeovqError(f"{inp.codes_test}: K={int(test['K'])} but {inp.codes_train} has K={K}")
     if test["codes"].shape[1:] != train["codes"].shape[1:]:
-        raise GeovqError(f"{inp.codes_test}: grid {test['codes'].shape[1:]} disagrees with the training "
-                         f"codes' grid {train['codes'].shape[1:]}")
+        raise GeovqError(
+            f"{inp.codes_test}: grid {test['codes'].shape[1:]} disagrees with the training "
+            f"codes' grid {train['codes'].shape[1:]}"
+        )
     keep = subset_indices(len(train["codes"]), cfg["train_images"], params.seed)
-    log(f"{params.quantizer} codes: {len(keep)} of {len(train['codes'])} training grids "
-        f"{train['codes'].shape[1:]}, K={K}")
+    log(
+        f"{params.quantizer} codes: {len(keep)} of {len(train['codes'])} training grids "
+        f"{train['codes'].shape[1:]}, K={K}"
+    )
     model, rows = fit(train["codes"][keep], train["labels"][keep], K, cfg, seed=params.seed, device=device, log=log)
     check_codes(model, test["codes"], str(inp.codes_test))
     bits_token, bits_image = nll_bits(model, test["codes"], test["labels"], device=device)
     log(f"test NLL {bits_token:.4f} bits/token, {bits_image:.3f} bits/image on {len(test['codes'])} grids")
     save_prior(out.model, model, dataset=params.dataset, quantizer=params.quantizer)
     write_csv(out.losses, rows)
-    save_json(out.nll, {
-        "dataset": params.dataset, "variant": params.variant, "quantizer": params.quantizer, "seed": params.seed,
-        "K": K, "tokens_per_image": model.config.block_size, "conditional": model.conditional,
-        "test_bits_per_token": bits_token, "test_bits_per_image": bits_image,
-        "uniform_bits_per_token": float(np.log2(K)), "n_test_images": int(len(test["codes"])),
-        "epochs": len(rows), "best_epoch": max(r["epoch"] for r in rows if r["best"]),
-    })
+    save_json(
+        out.nll,
+        {
+            "dataset": params.dataset,
+            "variant": params.variant,
+            "quantizer": params.quantizer,
+            "seed": params.seed,
+            "K": K,
+            "tokens_per_image": model.config.block_size,
+            "conditional": model.conditional,
+            "test_bits_per_token": bits_token,
+            "test_bits_per_image": bits_image,
+            "uniform_bits_per_token": float(np.log2(K)),
+            "n_test_images": int(len(test["codes"])),
+            "epochs": len(rows),
+            "best_epoch": max(r["epoch"] for r in rows if r["best"]),
+        },
+    )
 
 
 def _decoder_and_codebook(inp, params, prior_cfg, device):
@@ -58,10 +73,13 @@ def _decoder_and_codebook(inp, params, prior_cfg, device):
         raise GeovqError(f"{inp.codebook}: codebook {codebook.shape} does not have the decoder's {C} latent channels")
     if prior_cfg is not None:
         if int(cb["K"]) != prior_cfg.K or len(codebook) != prior_cfg.K:
-            raise GeovqError(f"{inp.codebook}: K={int(cb['K'])} ({len(codebook)} rows) disagrees with the prior's K={prior_cfg.K}")
+            raise GeovqError(
+                f"{inp.codebook}: K={int(cb['K'])} ({len(codebook)} rows) disagrees with the prior's K={prior_cfg.K}"
+            )
         if tuple(prior_cfg.grid) != (H, W):
-            raise GeovqError(f"{inp.prior}: prior grid {tuple(prior_cfg.grid)} disagrees with the decoder's "
-                             f"latent grid {(H, W)}")
+            raise GeovqError(
+                f"{inp.prior}: prior grid {tuple(prior_cfg.grid)} disagrees with the decoder's latent grid {(H, W)}"
+            )
     return decoder, codebook
 
 
@@ -116,13 +134,19 @@ def sample_quality(inp, out, params, log):
     sample_feats, sample_pred = features_and_predictions(clf, samples["images"], device)
     recon_feats, recon_pred = features_and_predictions(clf, recon, device)
     result = {
-        "dataset": params.dataset, "variant": params.variant, "quantizer": params.quantizer, "seed": params.seed,
-        "K": int(codes["K"]), "n_samples": int(len(sample_feats)), "n_real_test_images": int(len(test_x)),
+        "dataset": params.dataset,
+        "variant": params.variant,
+        "quantizer": params.quantizer,
+        "seed": params.seed,
+        "K": int(codes["K"]),
+        "n_samples": int(len(sample_feats)),
+        "n_real_test_images": int(len(test_x)),
         "n_quant_recon_images": int(len(recon)),
         "fd_samples_real": frechet_distance(sample_feats, real_feats),
         "fd_quant_recon_real": frechet_distance(recon_feats, real_feats),
         "quant_recon_accuracy": float((recon_pred == codes["labels"]).mean()),
-        "test_bits_per_token": nll["test_bits_per_token"], "test_bits_per_image": nll["test_bits_per_image"],
+        "test_bits_per_token": nll["test_bits_per_token"],
+        "test_bits_per_image": nll["test_bits_per_image"],
     }
     if "labels" in samples:  # does a sample drawn for class c look like class c?
         result["conditional_accuracy"] = float((sample_pred == samples["labels"]).mean())

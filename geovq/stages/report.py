@@ -43,14 +43,26 @@ def run_figures(inp, out, params, log):
     # loss curves: the VAE, the priors and the VQ-VAE, each on its own axes scale
     losses = pd.read_csv(inp.vae_losses)
     series = {f"VAE {s}": (losses.epoch, losses[f"{s}_neg_elbo"]) for s in ("train", "val")}
-    plots.curves(out.vae_losses, series, _size(params), xlabel="epoch", ylabel="-ELBO (nats / image)",
-                 title=f"{params.dataset} {params.variant} VAE")
+    plots.curves(
+        out.vae_losses,
+        series,
+        _size(params),
+        xlabel="epoch",
+        ylabel="-ELBO (nats / image)",
+        title=f"{params.dataset} {params.variant} VAE",
+    )
     series = {}
     for q, path in _by_quantizer(inp.prior_losses, qs).items():
         df = pd.read_csv(path)
         series[f"{q} val"] = (df.epoch, df.val_bits_per_token)
-    plots.curves(out.prior_losses, series, _size(params), xlabel="epoch", ylabel="validation NLL (bits / token)",
-                 title="Transformer priors over codes")
+    plots.curves(
+        out.prior_losses,
+        series,
+        _size(params),
+        xlabel="epoch",
+        ylabel="validation NLL (bits / token)",
+        title="Transformer priors over codes",
+    )
 
     # paired reconstructions of the same test images
     images, _ = load_prepared(inp.test)
@@ -91,8 +103,14 @@ def run_figures(inp, out, params, log):
     for q, path in zip(quantizers.geodesic(qs), inp.objectives):
         df = pd.read_csv(path)
         series[q] = (df.step, df.objective / df.objective.iloc[0])
-    plots.curves(out.objective, series, _size(params), xlabel="step (alternation or swap round)",
-                 ylabel="objective / initial objective", title="Geodesic K-medoids")
+    plots.curves(
+        out.objective,
+        series,
+        _size(params),
+        xlabel="step (alternation or swap round)",
+        ylabel="objective / initial objective",
+        title="Geodesic K-medoids",
+    )
     log(f"figures for {qs}")
 
 
@@ -148,17 +166,25 @@ def analysis(inp, out, params, log):
             euc = np.linalg.norm(x - cb[labels], axis=1)
         code_nodes = nearest_centroid(cb, x)[0]  # centres snapped to their nearest node
         stats = codebook_stats(labels, K)
-        rows.append({
-            "quantizer": q, "codes_used": stats["codes_used"], "perplexity": stats["perplexity"],
-            "euclidean_error": float(euc.mean()),
-            "graph_geodesic_error": float(_member_errors(Gg, code_nodes, labels).mean()),
-            "riemannian_geodesic_error": float(_member_errors(Gr, code_nodes, labels).mean()),
-        })
+        rows.append(
+            {
+                "quantizer": q,
+                "codes_used": stats["codes_used"],
+                "perplexity": stats["perplexity"],
+                "euclidean_error": float(euc.mean()),
+                "graph_geodesic_error": float(_member_errors(Gg, code_nodes, labels).mean()),
+                "riemannian_geodesic_error": float(_member_errors(Gr, code_nodes, labels).mean()),
+            }
+        )
     comp = pd.DataFrame(rows)
     write_csv(out.comparison, comp.to_dict("records"))
-    plots.bars(out.comparison_png, comp.set_index("quantizer"),
-               ["perplexity", "euclidean_error", "graph_geodesic_error", "riemannian_geodesic_error"],
-               _size(params, 0.35), "Codebooks on the same latents (graph nodes)")
+    plots.bars(
+        out.comparison_png,
+        comp.set_index("quantizer"),
+        ["perplexity", "euclidean_error", "graph_geodesic_error", "riemannian_geodesic_error"],
+        _size(params, 0.35),
+        "Codebooks on the same latents (graph nodes)",
+    )
     log(comp.to_string())
 
     # 2. K-medoids analysis on the Riemannian graph: objective and perplexity vs K and init
@@ -167,11 +193,20 @@ def analysis(inp, out, params, log):
         if k > len(x):
             continue
         for init in params.analysis["inits"]:
-            km = GeodesicKMedoids(k, init=init, max_iter=params.medoids["max_iter"], swap=params.medoids["swap"],
-                                  seed=params.seed).fit(Gr, x)
+            km = GeodesicKMedoids(
+                k, init=init, max_iter=params.medoids["max_iter"], swap=params.medoids["swap"], seed=params.seed
+            ).fit(Gr, x)
             st = codebook_stats(km.labels_, k)
-            rows.append({"K": k, "init": init, "initial_objective": km.objective_[0],
-                         "objective": km.objective_[-1], "perplexity": st["perplexity"], "steps": len(km.objective_)})
+            rows.append(
+                {
+                    "K": k,
+                    "init": init,
+                    "initial_objective": km.objective_[0],
+                    "objective": km.objective_[-1],
+                    "perplexity": st["perplexity"],
+                    "steps": len(km.objective_),
+                }
+            )
             log(f"K={k} init={init}: objective {km.objective_[0]:.5g} -> {km.objective_[-1]:.5g}")
     sweep = pd.DataFrame(rows)
     write_csv(out.sweep, sweep.to_dict("records"))
@@ -201,8 +236,15 @@ def analysis(inp, out, params, log):
     _, _, vt = np.linalg.svd(centred[rng.choice(len(x), min(len(x), 5000), replace=False)], full_matrices=False)
     P = vt[:2].T
     line = np.linspace(0, 1, 20)[:, None] * (x[b] - x[a]) + x[a]
-    plots.latent_map(out.latent_map, centred @ P, centred[cb_r] @ P, centred[path] @ P, (line - x.mean(0)) @ P,
-                     _size(params, 0.75), f"{params.dataset} {params.variant}: latent cells (PCA)")
+    plots.latent_map(
+        out.latent_map,
+        centred @ P,
+        centred[cb_r] @ P,
+        centred[path] @ P,
+        (line - x.mean(0)) @ P,
+        _size(params, 0.75),
+        f"{params.dataset} {params.variant}: latent cells (PCA)",
+    )
     vae = load_vae(inp.model, device, dataset=params.dataset)
     mu, _ = load_latents(inp.latents_train)
     n_steps = params.report["n_images"]

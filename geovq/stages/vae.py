@@ -18,8 +18,7 @@ def train_vae(inp, out, params, log):
     test_x, test_y = load_prepared(inp.test)
     log(f"training {params.variant} VAE on {len(train_x)} images {tuple(train_x.shape[1:])}, device {device}")
     model, rows = fit(params.variant, train_x, dict(params.vae), seed=params.seed, device=device, log=log)
-    save_vae(out.model, model, params.variant, dict(params.vae), dataset=params.dataset,
-             image_shape=train_x.shape[1:])
+    save_vae(out.model, model, params.variant, dict(params.vae), dataset=params.dataset, image_shape=train_x.shape[1:])
     write_csv(out.losses, rows)
     for x, y, path in ((train_x, train_y, out.latents_train), (test_x, test_y, out.latents_test)):
         mu = encode_mu(model, x, device)

@@ -19,8 +19,9 @@ def train_vqvae(inp, out, params, log):
     K = params.codebook["K"]
     train_x, train_y = load_prepared(inp.train)
     test_x, test_y = load_prepared(inp.test)
-    model, rows = fit(params.variant, train_x, dict(params.vae), dict(params.vqvae), K,
-                      seed=params.seed, device=device, log=log)
+    model, rows = fit(
+        params.variant, train_x, dict(params.vae), dict(params.vqvae), K, seed=params.seed, device=device, log=log
+    )
     save_vqvae(out.model, model, dict(params.vae), dataset=params.dataset, training=dict(params.vqvae))
     write_csv(out.losses, rows)
     save_npz(out.codebook, codebook=model.vq.embedding.cpu().numpy().astype(np.float32), K=np.int64(K))
