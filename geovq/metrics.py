@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -17,11 +16,19 @@ def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     return 10.0 * torch.log10(data_range**2 / mse(a, b))
 
 
-def _gaussian_window(size: int, sigma: float, dtype) -> torch.Tensor:
+def _gaussian_taps(size: int, sigma: float, dtype) -> torch.Tensor:
     x = torch.arange(size, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)
+    return g / g.sum()
+
+
+def _band(n: int, win: int, sigma: float, dtype) -> torch.Tensor:
+    """(n - win + 1, n) matrix whose rows are the Gaussian taps at each valid window position."""
+    g = _gaussian_taps(win, sigma, dtype)
+    band = torch.zeros(n - win + 1, n, dtype=dtype)
+    for i in range(n - win + 1):
+        band[i, i : i + win] = g
+    return band
 
 
 def ssim(
@@ -31,22 +38,21 @@ def ssim(
 
     With win_size=11 this equals ``skimage.metrics.structural_similarity(gaussian_weights=True,
     sigma=1.5, use_sample_covariance=False, data_range=...)`` per channel; smaller windows
-    (for images under 11 pixels) use a normalized Gaussian of that many taps.
+    (for images under 11 pixels) use a normalized Gaussian of that many taps. The Gaussian
+    window is separable: a banded matrix of ``win`` taps on each side of the five maps (a, b,
+    a², b², ab) stacked, in float64.
     """
     a = a.double()
     b = b.double()
     n, c, h, w = a.shape
     win = min(win_size, h, w)
     win -= 1 - win % 2  # odd, as skimage requires
-    k = _gaussian_window(win, sigma, a.dtype).expand(c, 1, win, win).contiguous()
-
-    def filt(t):
-        return F.conv2d(t, k, groups=c)
-
-    mu_a, mu_b = filt(a), filt(b)
-    s_aa = filt(a * a) - mu_a**2
-    s_bb = filt(b * b) - mu_b**2
-    s_ab = filt(a * b) - mu_a * mu_b
+    maps = torch.cat([a, b, a * a, b * b, a * b], dim=1)  # (n, 5c, h, w)
+    maps = _band(h, win, sigma, a.dtype) @ maps @ _band(w, win, sigma, a.dtype).T  # the valid windows
+    mu_a, mu_b, e_aa, e_bb, e_ab = maps.split(c, dim=1)
+    s_aa = e_aa - mu_a**2
+    s_bb = e_bb - mu_b**2
+    s_ab = e_ab - mu_a * mu_b
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * mu_a * mu_b + c1) * (2 * s_ab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (s_aa + s_bb + c2))
     return s.flatten(1).mean(1).float()
@@ -71,7 +77,9 @@ def codebook_stats(codes: np.ndarray, K: int) -> dict:
 PAIRS = ("cont_real", "quant_real", "quant_cont")  # (decoded, reference) pairs scored per image
 
 
-def per_image_metrics(real: torch.Tensor, cont: torch.Tensor, quant: torch.Tensor, *, win_size: int = 11) -> dict:
+def per_image_metrics(
+    real: torch.Tensor, cont: torch.Tensor, quant: torch.Tensor, *, win_size: int = 11, batch: int = 1000
+) -> dict:
     """Per-image MSE, PSNR (dB, capped at 100 for identical images) and SSIM of the continuous
     decode against the real image, the quantized decode against the real image and against the
     continuous decode: {"mse_cont_real": (N,) float64, ...}, nine arrays over the same images."""
@@ -81,7 +89,13 @@ def per_image_metrics(real: torch.Tensor, cont: torch.Tensor, quant: torch.Tenso
         a, b = (decoded[s] for s in name.split("_"))
         out[f"mse_{name}"] = mse(a, b).double().numpy()
         out[f"psnr_{name}"] = psnr(a, b).clamp(max=100).double().numpy()
-        out[f"ssim_{name}"] = ssim(a, b, win_size=win_size).double().numpy()
+        # in batches: float64 maps of every image at once would take GBs
+        out[f"ssim_{name}"] = np.concatenate(
+            [
+                ssim(a[i : i + batch], b[i : i + batch], win_size=win_size).double().numpy()
+                for i in range(0, len(a), batch)
+            ]
+        )
     return out
 
 

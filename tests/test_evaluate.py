@@ -86,7 +86,7 @@ def run(f, quantizer, assign):
         quantizer=quantizer,
         assign=assign,
         seed=3,
-        evaluate={"ssim_window": 7},
+        evaluate={"ssim_window": 7, "batch_size": 3},
         device="cpu",
     )
     evaluate(inp, out, params, lambda m: None)
@@ -118,6 +118,11 @@ def test_posthoc_row_against_an_independent_computation(files):
         np.testing.assert_allclose(per[f"mse_{name}"], mse[name], rtol=1e-5)
         np.testing.assert_allclose(per[f"psnr_{name}"], psnr[name], rtol=1e-5)
         assert metrics[f"mse_{name}"] == pytest.approx(mse[name].mean(), rel=1e-5)
+    from geovq.metrics import ssim
+
+    with torch.no_grad():  # SSIM of all images at once: the stage's batches of 3 change nothing
+        whole = ssim(f.vae.decode(torch.from_numpy(z_q)), f.x[f.idx], win_size=7).numpy()
+    np.testing.assert_allclose(per["ssim_quant_real"], whole, rtol=1e-6)
     lat = ((z_q - f.mu[f.idx]) ** 2).sum(1).reshape(len(f.idx), -1).mean(1)
     np.testing.assert_allclose(per["latent_sq_error"], lat, rtol=1e-5)
     assert (metrics["dataset"], metrics["quantizer"], metrics["assign"], metrics["seed"]) == (

@@ -62,7 +62,9 @@ def evaluate(inp, out, params, log):
     z_q = quantize(codebook, codes["codes"])
     cont = decode(model, mu[idx], device)
     quant = decode(model, z_q, device)
-    arrays = per_image_metrics(real, cont, quant, win_size=params.evaluate["ssim_window"])
+    arrays = per_image_metrics(
+        real, cont, quant, win_size=params.evaluate["ssim_window"], batch=params.evaluate["batch_size"]
+    )
     arrays["latent_sq_error"] = ((z_q - mu[idx]) ** 2).sum(1).reshape(len(idx), -1).mean(1).astype(np.float64)
     if not q.posthoc:  # not the VAE's continuous model: its own reference under its own names
         nan = np.full(len(idx), np.nan)
