@@ -51,7 +51,8 @@ def one_seed_config(tmp_path):
 
 
 def same_table(work_a, work_b, seed):
-    """The header and seed ``seed``'s lines of the table byte for byte, and every metrics.json of that seed."""
+    """The header and seed ``seed``'s lines of the table byte for byte, every metrics.json of that seed,
+    and every quantizer's codes: the same seed gives the same codes and numbers in a fresh directory."""
 
     def lines(work):
         header, *rows = (work / TABLE).read_bytes().splitlines()
@@ -68,6 +69,11 @@ def same_table(work_a, work_b, seed):
     for path in files:
         rel = path.relative_to(work_a)
         assert path.read_bytes() == (work_b / rel).read_bytes(), rel
+    codes = sorted((work_a / "results").glob(f"*/*/seed{seed}/*/codes_*.npz"))  # every quantizer's codes
+    assert codes
+    for path in codes:
+        rel = path.relative_to(work_a)
+        np.testing.assert_array_equal(np.load(path)["codes"], np.load(work_b / rel)["codes"], err_msg=str(rel))
 
 
 @pytest.mark.slow
