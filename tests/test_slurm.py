@@ -44,6 +44,7 @@ TEST_CONFIG = ROOT / "config" / "test.yaml"
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge", "slurmdbd", "mariadb-server"]
 DAEMONS = {"slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "slurmstepd", "slurmscriptd"}
 SLURM_SEED = 0
+SLURM_VARIANT = "spatial"  # the latent-grid variant: every job kind the vanilla one has, and more
 SLURM_QUANTIZERS = ["kmeans", "riemannian", "vqvae"]
 GPUS = 1  # count-only GPUs of the local node; the workflow run sets config gpu=1 to request them
 NCPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -431,14 +432,15 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, test_config_run, tmp_path, ca
     """Every planned job is a COMPLETED SLURM job with the planned memory, time, CPUs and GPUs."""
     prof_dir = tmp_path / "profile"
     cluster_profile(PROFILE, prof_dir, account="root")
-    # one seed and three quantizers (every kind of job, about 55 of them): the executor is under
-    # test here, not the study, and every job costs SLURM's start-up overhead
+    # one seed, one variant and three quantizers (every kind of job, about 27 of them): the executor
+    # is under test here, not the study, and every job costs SLURM's start-up overhead
     cfg = [
         "--configfile",
         str(TEST_CONFIG),
         "--config",
         f"gpu={GPUS}",
         f"seeds=[{SLURM_SEED}]",
+        f"variants=[{SLURM_VARIANT}]",
         f"quantizers=[{','.join(SLURM_QUANTIZERS)}]",
     ]
 
@@ -508,11 +510,15 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, test_config_run, tmp_path, ca
     # config `threads` whatever CPUs SLURM grants, so on one machine they are identical
     def table(workdir):
         with open(workdir / "results" / "tables" / "metrics.csv") as f:
-            rows = [r for r in csv.DictReader(f) if r["seed"] == str(SLURM_SEED) and r["quantizer"] in SLURM_QUANTIZERS]
+            rows = [
+                r
+                for r in csv.DictReader(f)
+                if (r["seed"], r["variant"]) == (str(SLURM_SEED), SLURM_VARIANT) and r["quantizer"] in SLURM_QUANTIZERS
+            ]
         return sorted(rows, key=lambda r: (r["dataset"], r["variant"], r["quantizer"], r["assign"]))
 
     slurm_rows, local_rows = table(tmp_path / "slurm"), table(local_dir)
-    assert len(slurm_rows) == 2 * 4  # variants x (kmeans, riemannian/geodesic, riemannian/nearest, vqvae)
+    assert len(slurm_rows) == 4  # kmeans, riemannian/geodesic, riemannian/nearest, vqvae
     assert slurm_rows == local_rows
 
 
