@@ -54,28 +54,28 @@ def small_config(tmp_path, variants=("spatial",), quantizers=("kmeans", "riemann
 
 
 def same_table(work_a, work_b, seed):
-    """Every line of run b's table (seed ``seed``) byte for byte the same as run a's line of that
-    dataset, variant, quantizer and assignment; the same for every metrics.json and every quantizer's
-    codes of run b: the same seed gives the same codes and numbers in a fresh directory."""
+    """Every row of run b's table (seed ``seed``) the same, text for text in every column b has, as run
+    a's row of that dataset, variant, quantizer and assignment (a run of fewer quantizers may have
+    fewer columns); every metrics.json of run b byte for byte and every quantizer's codes the same as
+    run a's: the same seed gives the same codes and numbers in a fresh directory."""
+    import csv
 
-    def lines(work):
-        header, *rows = (work / TABLE).read_bytes().splitlines()
-        names = header.decode().split(",")
-        keys = [names.index(c) for c in ("dataset", "variant", "quantizer", "assign", "seed")]
-        by_key = {}
-        for r in rows:  # the table has no quoted commas in these key columns
-            fields = r.decode().split(",")
-            by_key[tuple(fields[i] for i in keys)] = r
-        return header, {k: r for k, r in by_key.items() if k[-1] == str(seed)}
+    keys = ("dataset", "variant", "quantizer", "assign", "seed")
 
-    (ha, la), (hb, lb) = lines(work_a), lines(work_b)
-    assert ha == hb, f"{TABLE} headers differ"
+    def rows(work):
+        with open(work / TABLE, newline="") as f:
+            reader = csv.DictReader(f)
+            by_key = {tuple(r[k] for k in keys): r for r in reader if r["seed"] == str(seed)}
+        return reader.fieldnames, by_key
+
+    (cols_a, la), (cols_b, lb) = rows(work_a), rows(work_b)
+    assert set(cols_b) <= set(cols_a), f"columns of {work_b / TABLE} that {work_a / TABLE} lacks"
     assert lb, f"{work_b / TABLE} has no rows of seed {seed}"
     missing = sorted(set(lb) - set(la))
     assert not missing, f"rows of {work_b / TABLE} that {work_a / TABLE} lacks: {missing}"
-    diff = [f"- {la[k]}\n+ {lb[k]}" for k in sorted(lb) if la[k] != lb[k]][:4]
+    diff = [(k, c, la[k][c], lb[k][c]) for k in sorted(lb) for c in cols_b if la[k][c] != lb[k][c]]
     if diff:
-        pytest.fail(f"{TABLE} differs in {len(diff)} of {len(lb)} rows:\n" + "\n".join(map(str, diff)))
+        pytest.fail(f"{TABLE} differs in {len(diff)} cells of {len(lb)} rows; first: " + "; ".join(map(str, diff[:4])))
     files = sorted((work_b / "results").glob(f"*/*/seed{seed}/*/eval/*/metrics.json"))
     assert files
     for path in files:
