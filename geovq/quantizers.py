@@ -17,12 +17,19 @@ class Quantizer:
     name: str
     codebook_rule: str  # the rule that writes {quantizer}/codebook.npz
     decoder: str  # "vae": the VAE's decoder turns its codes into images; "vqvae": its own
-    edge_lengths: str | None = None  # geodesic quantizers: the kNN graph's edge lengths
+    # geodesic quantizers: the kNN graph's edge lengths, "euclidean" or a decoder pull-back
+    # metric of geovq.riemann.METRICS ("riemannian", "fisher")
+    edge_lengths: str | None = None
     what: str = ""
 
     @property
     def geodesic(self) -> bool:
         return self.edge_lengths is not None
+
+    @property
+    def metric(self) -> str | None:
+        """The decoder pull-back metric its edge lengths come from (None: Euclidean or not geodesic)."""
+        return None if self.edge_lengths in (None, "euclidean") else self.edge_lengths
 
     @property
     def posthoc(self) -> bool:
@@ -64,6 +71,13 @@ QUANTIZERS = {
             edge_lengths="riemannian",
             what="geodesic K-medoids on the kNN graph, decoder pull-back edge lengths",
         ),
+        Quantizer(
+            "fisher",
+            "geodesic_medoids",
+            "vae",
+            edge_lengths="fisher",
+            what="geodesic K-medoids on the kNN graph, Fisher-Rao edge lengths of the Bernoulli decoder",
+        ),
         Quantizer("vqvae", "train_vqvae", "vqvae", what="end-to-end VQ-VAE (EMA codebook)"),
     )
 }
@@ -78,6 +92,11 @@ def get(name: str) -> Quantizer:
 
 def geodesic(names) -> list[str]:
     return [q for q in names if get(q).geodesic]
+
+
+def metrics(names) -> list[str]:
+    """The decoder pull-back metrics the quantizers ``names`` need, each once (graph/lengths_{metric}.npz)."""
+    return list(dict.fromkeys(get(q).metric for q in names if get(q).metric))
 
 
 def posthoc(names) -> list[str]:

@@ -1,4 +1,9 @@
-"""Decoder-induced Riemannian edge lengths: per-cell pull-back metrics G = JᵀJ and kNN edge lengths from them."""
+"""Decoder-induced Riemannian edge lengths: per-cell pull-back metrics G = Jᵀ diag(w) J and kNN edge lengths from them.
+
+Which decoder output J differentiates and which pixel weights w apply is the metric kind
+(`pullback`, `METRICS`): "riemannian", the mean image's JᵀJ; "fisher", the Fisher–Rao metric of
+the Bernoulli likelihood.
+"""
 
 from __future__ import annotations
 
@@ -77,8 +82,9 @@ def _layout(t, channels_last):
 
 
 def _jt_stacked(lin, z, h, w, channels_last):
-    """Jᵀ (B, C, P): one pass of the decoder over the stack [z; C blocks of one-hot tangents]
-    (geovq.jvp.Linearized; `lin` is the Linearized decoder)."""
+    """(Jᵀ (B, C, P), decode(z) (B, P)): one pass of the decoder over the stack [z; C blocks of
+    one-hot tangents] (geovq.jvp.Linearized; `lin` is the Linearized decoder). The pixels may
+    come permuted (pixel_order=False), the same way in J and in the primal."""
     B, C, H, W = z.shape
     x = z.new_zeros(1 + C, B, H, W, C)  # built channels_last: (blocks x B, H, W, C) in memory
     x[0] = z.permute(0, 2, 3, 1)
@@ -90,11 +96,12 @@ def _jt_stacked(lin, z, h, w, channels_last):
     out = lin(x if channels_last else x.contiguous(), 1 + C, pixel_order=False)
     if out.ndim == 4 and out.is_contiguous(memory_format=torch.channels_last):
         out = out.permute(0, 2, 3, 1)  # a view: its elements in memory order
-    return out.reshape(1 + C, B, -1)[1:].transpose(0, 1)
+    out = out.reshape(1 + C, B, -1)
+    return out[1:].transpose(0, 1), out[0]
 
 
 def _jt_vmap_jvp(decode, z, h, w, channels_last):
-    """Jᵀ (B, C, P): one primal per cell, its C one-hot tangents vmapped through one jvp.
+    """(Jᵀ (B, C, P), None): one primal per cell, its C one-hot tangents vmapped through one jvp.
 
     The primal is evaluated once per cell (not C times as in fold_jvp), and the vmap
     batching rules fold the C tangents into the conv batch dimension.
@@ -111,22 +118,22 @@ def _jt_vmap_jvp(decode, z, h, w, channels_last):
         tan[c, b, c, h[None], w[None]] = 1
     z = _layout(z, channels_last)
     out = vmap(lambda t: jvp(decode, (z,), (t,))[1])(tan)  # (C, B, *image)
-    return out.reshape(C, B, -1).transpose(0, 1)
+    return out.reshape(C, B, -1).transpose(0, 1), None
 
 
 def _jt_fold_jvp(decode, z, h, w, channels_last):
-    """Jᵀ (B, C, P): each image replicated C times, tangent = one-hot at (channel, h, w)."""
+    """(Jᵀ (B, C, P), None): each image replicated C times, tangent = one-hot at (channel, h, w)."""
     B, C, H, W = z.shape
     prim = z.repeat_interleave(C, dim=0)
     tan = torch.zeros_like(prim)
     r = torch.arange(B * C, device=z.device)
     tan[r, r % C, h.repeat_interleave(C), w.repeat_interleave(C)] = 1
     _, out = jvp(decode, (_layout(prim, channels_last),), (_layout(tan, channels_last),))
-    return out.reshape(B, C, -1)
+    return out.reshape(B, C, -1), None
 
 
 def _jt_vmap_jacfwd(decode, z, h, w, channels_last):
-    """Jᵀ (B, C, P): vmap over cells of jacfwd with respect to the cell's C-vector."""
+    """(Jᵀ (B, C, P), None): vmap over cells of jacfwd with respect to the cell's C-vector."""
     B, C, H, W = z.shape
     mask = z.new_zeros(B, 1, H, W)
     mask[torch.arange(B, device=z.device), 0, h, w] = 1
@@ -137,7 +144,7 @@ def _jt_vmap_jacfwd(decode, z, h, w, channels_last):
         return decode((z1 * (1 - m1) + m1 * v1[:, None, None])[None]).reshape(-1)
 
     J = vmap(jacfwd(image))(v, z, mask)  # (B, P, C); channels_last does not apply inside
-    return J.transpose(1, 2)
+    return J.transpose(1, 2), None
 
 
 _JT = {"stacked": _jt_stacked, "vmap_jvp": _jt_vmap_jvp, "fold_jvp": _jt_fold_jvp, "vmap_jacfwd": _jt_vmap_jacfwd}
@@ -145,17 +152,31 @@ METHODS = tuple(_JT)
 
 
 def cell_metrics(
-    decode, Z, cells, *, batch_size=128, device=None, dtype=torch.float32, method="auto", channels_last=True, fuse=True
+    decode,
+    Z,
+    cells,
+    *,
+    weight=None,
+    batch_size=128,
+    device=None,
+    dtype=torch.float32,
+    method="auto",
+    channels_last=True,
+    fuse=True,
 ) -> np.ndarray:
-    """Pull-back metric G = JᵀJ (M, C, C) float32 of each cell in `cells`.
+    """Pull-back metric G = Jᵀ diag(w) J (M, C, C) float32 of each cell in `cells` (w = 1: JᵀJ).
 
     decode: module (or bound method of one, or plain callable) mapping (B, C, H, W) latent
-    grids to image means (B, ...); evaluated in eval mode (each submodule's mode restored
+    grids to images (B, ...); evaluated in eval mode (each submodule's mode restored
     afterwards) without parameter grads, on `device` (default: the module's device; the
     module must already live there) in `dtype` (the module's parameters must match).
     Z: latent grids (Nimg, C, H, W), numpy or tensor. cells: (M,) flat ids n*H*W + h*W + w.
     J (P, C) is the Jacobian of the flattened decoded image of image n with respect to
     Z[n, :, h, w], the other cells of the image held fixed; forward-mode AD, exact.
+    weight: None (JᵀJ), or a callable mapping the decoded images at the primal, flattened
+    (B, P), to per-pixel weights w >= 0 (B, P), pixel by pixel (method "stacked" hands it the
+    pixels in its own order, the order of J's rows). A metric kind names its decode and
+    weight: `pullback`.
     batch_size: cells per chunk; activation memory ~ batch_size x C x one image's activations.
     fuse: run the decoder rewritten by `for_jvp` (BatchNorm folded, upsample + conv fused):
     the same function, faster; False runs `decode` as given.
@@ -164,12 +185,13 @@ def cell_metrics(
       "auto"        default: "stacked" where the decoder has rules there, else "vmap_jvp";
       "stacked"     one plain pass over the stack [z; C blocks of one-hot tangents]
                     (geovq.jvp.Linearized), each layer one large call; refuses (Unsupported)
-                    decoders outside its rules;
+                    decoders outside its rules; the primal for `weight` is its first block;
       "vmap_jvp"    torch.func: primal once per cell, its C one-hot tangents vmapped through
                     one jvp, channels_last; any decoder torch.func handles;
       "fold_jvp"    tangents folded into the batch: each image replicated C times through one
                     batched jvp, so the primal is recomputed C times;
       "vmap_jacfwd" vmap over cells of jacfwd.
+    The torch.func methods get the primal for `weight` from one plain forward pass per chunk.
     """
     if method not in _JT and method != "auto":
         raise ValueError(f"method={method!r} must be 'auto' or one of {METHODS}")
@@ -197,16 +219,55 @@ def cell_metrics(
             hh = torch.as_tensor(h[sl], device=device)
             ww = torch.as_tensor(w[sl], device=device)
             try:
-                jt = jt_fn(target, z, hh, ww, channels_last)
+                jt, primal = jt_fn(target, z, hh, ww, channels_last)
             except Unsupported:  # found only when run (e.g. a reshape across the batch)
                 if not (auto and s == 0):
                     raise
                 jt_fn, target = _JT["vmap_jvp"], decode
-                jt = jt_fn(target, z, hh, ww, channels_last)
+                jt, primal = jt_fn(target, z, hh, ww, channels_last)
+            if weight is not None:
+                if primal is None:  # the natural pixel order of the torch.func methods' J
+                    primal = decode(_layout(z, channels_last)).reshape(len(z), -1)
+                jt = jt * torch.sqrt(weight(primal))[:, None, :]  # Jᵀ diag(w) J = (Jᵀ√w)(Jᵀ√w)ᵀ
             G = jt @ jt.transpose(1, 2)
             # bmm does not guarantee a bitwise-symmetric A Aᵀ
             out[sl] = (0.5 * (G + G.transpose(1, 2))).float().cpu().numpy()
     return out
+
+
+def bernoulli_fisher_weight(logits):
+    """p(1 − p), p = sigmoid(logits): the Fisher information of a Bernoulli likelihood in its logit."""
+    p = torch.sigmoid(logits)
+    return p * (1 - p)
+
+
+# metric kind -> (the decoder method J differentiates, per-pixel weight or None); see `pullback`
+METRICS = {
+    "riemannian": ("decode", None),
+    "fisher": ("decode_logits", bernoulli_fisher_weight),
+}
+
+
+def pullback(model, kind):
+    """(decode, weight) for ``cell_metrics(decode, Z, cells, weight=weight)``: the metric `kind`
+    of the VAE `model`'s decoder (a geovq.models VAE: decode_logits(z), decode = sigmoid of it).
+
+    "riemannian": G = J_μᵀ J_μ, μ = decode(z) the mean image: the Euclidean metric of image
+    space pulled back through the decoder's mean (Arvanitidis, Hansen & Hauberg 2018, "Latent
+    space oddity", without its variance term).
+    "fisher": G = J_ηᵀ diag(p(1 − p)) J_η, η = decode_logits(z), p = sigmoid(η): the Fisher–Rao
+    metric of the decoder's Bernoulli likelihood p(x | z) = ∏ Bernoulli(x_i; p_i), i.e. its
+    Fisher information in z (the pull-back of information geometry, Arvanitidis et al. 2022,
+    "Pulling back information geometry"). The length of a latent step is then how far apart
+    the two image distributions are, not how far apart their means: since J_μ = diag(p(1 − p)) J_η,
+    the mean's metric weighs each pixel's logit sensitivity by (p(1 − p))², Fisher–Rao by
+    p(1 − p), so near-saturated pixels (p close to 0 or 1), nearly silent in JᵀJ, still count.
+    """
+    try:
+        method, weight = METRICS[kind]
+    except KeyError:
+        raise ValueError(f"unknown metric kind {kind!r}; expected one of {list(METRICS)}") from None
+    return getattr(model, method), weight
 
 
 def _floor(lengths, min_length):
@@ -264,7 +325,7 @@ def edge_lengths_jvp(
     """Riemannian lengths ½(‖J(z_i)Δ‖ + ‖J(z_j)Δ‖) (E,) float64 of the edges cell_i[e]-cell_j[e].
 
     Δ = x_j − x_i (E, C); J(z) is evaluated at the grids in Z (same conventions as
-    cell_metrics), computed directly by one torch.func.jvp per endpoint, both endpoints
+    cell_metrics, unweighted: metric kind "riemannian" with decode = the mean), computed directly by one torch.func.jvp per endpoint, both endpoints
     of batch_size edges in one batched call. No flooring. A cross-check: on a k = 20 graph of
     20k cells, cell_metrics + edge_lengths_from_metrics was 9x (conv) and 6x (MLP)
     faster, as each node has ~28 edge endpoints to push through but only C tangents.

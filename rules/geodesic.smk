@@ -1,4 +1,4 @@
-# Geodesic quantizers: `graph` (Euclidean edge lengths) and `riemannian` (decoder-induced).
+# Geodesic quantizers: `graph` (Euclidean edge lengths), `riemannian` and `fisher` (decoder-induced).
 
 
 rule knn_graph:
@@ -25,18 +25,20 @@ rule knn_graph:
 
 
 rule riemannian_lengths:
-    """Decoder pull-back metric of every node (forward-mode AD), then Riemannian edge lengths."""
+    """One decoder pull-back metric (geovq.riemann.pullback) of every node (forward-mode AD), then the edge lengths it gives."""
     input:
         graph=f"{RUN}/graph/knn.npz",
         latents_train=f"{RUN}/vae/latents_train.npz",
         model=f"{RUN}/vae/model.pt",
         code=code_inputs("riemannian_lengths"),
     output:
-        lengths=f"{RUN}/graph/lengths_riemannian.npz",
+        lengths=f"{RUN}/graph/lengths_{{metric}}.npz",
     log:
-        f"{RUN}/logs/riemannian_lengths.log",
+        f"{RUN}/logs/riemannian_lengths_{{metric}}.log",
     benchmark:
-        f"{RUN}/benchmarks/riemannian_lengths.tsv"
+        f"{RUN}/benchmarks/riemannian_lengths_{{metric}}.tsv"
+    wildcard_constraints:
+        metric=METRIC,
     conda:
         "../envs/geovq.yaml"
     threads: config["threads"]

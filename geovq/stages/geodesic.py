@@ -1,8 +1,9 @@
 """Stages of rules/geodesic.smk, the geodesic quantizers: kNN graph, Riemannian lengths, K-medoids, codes.
 
 Quantizer ``graph`` uses the kNN graph's Euclidean edge lengths (Isomap-style geodesics);
-``riemannian`` the decoder-induced lengths. Both share the graph; only ``riemannian`` needs
-the VAE decoder.
+``riemannian`` and ``fisher`` lengths from a decoder pull-back metric (geovq.riemann.pullback:
+the mean image's JᵀJ, the Bernoulli likelihood's Fisher–Rao metric). All share the graph; only
+the pull-back ones need the VAE decoder.
 """
 
 from __future__ import annotations
@@ -55,20 +56,21 @@ def _metrics_process():
 
 
 def riemannian_lengths(inp, out, params, log):
-    from geovq.riemann import cell_metrics, edge_lengths_from_metrics
+    """Edge lengths from the pull-back metric ``params.metric`` (the job's wildcard) at every node."""
+    from geovq.riemann import cell_metrics, edge_lengths_from_metrics, pullback
     from geovq.train import load_vae
 
     _metrics_process()
     device = device_of(params)
     G, d = load_graph(inp.graph, ("nodes", "x"))
     mu, _ = load_latents(inp.latents_train)
-    model = load_vae(inp.model, device)
-    log(f"pull-back metrics of {len(d['nodes'])} nodes (decoder in eval mode, device {device})")
-    metrics = cell_metrics(model.decode, mu, d["nodes"], device=device)
+    decode, weight = pullback(load_vae(inp.model, device), params.metric)
+    log(f"{params.metric} pull-back metrics of {len(d['nodes'])} nodes (decoder in eval mode, device {device})")
+    metrics = cell_metrics(decode, mu, d["nodes"], weight=weight, device=device)
     L = edge_lengths_from_metrics(G, d["x"], metrics)
     ratio = L.data / np.maximum(G.data, 1e-30)
     log(
-        f"{L.nnz // 2} edges; Riemannian/Euclidean length ratio median {np.median(ratio):.3g} "
+        f"{L.nnz // 2} edges; {params.metric}/Euclidean length ratio median {np.median(ratio):.3g} "
         f"(5%: {np.quantile(ratio, 0.05):.3g}, 95%: {np.quantile(ratio, 0.95):.3g})"
     )
     save_graph(out.lengths, L, nodes=d["nodes"], x=d["x"], metrics=metrics)
@@ -109,14 +111,16 @@ def geodesic_codes(inp, out, params, log):
     K = int(load_npz(inp.codebook, ("K",))["K"])
     nodes, x_nodes = d["nodes"], d["x"]
     k = params.graph["k"]
-    model = device = metrics_nodes = None
+    pull = device = metrics_nodes = None
     from geovq.quantizers import get
 
-    if get(params.quantizer).edge_lengths == "riemannian":  # links measured with the decoder's metric
+    metric = get(params.quantizer).metric
+    if metric is not None:  # links measured with the pull-back metric of the graph's edges
+        from geovq.riemann import pullback
         from geovq.train import load_vae
 
         device = device_of(params)
-        model = load_vae(inp.model, device)
+        pull = pullback(load_vae(inp.model, device), metric)
         metrics_nodes = d["metrics"]
     for split, path in (("train", out.codes_train), ("test", out.codes_test)):
         mu, labels = load_latents(getattr(inp, f"latents_{split}"))
@@ -132,21 +136,22 @@ def geodesic_codes(inp, out, params, log):
         new_ids = cell_ids[~is_node]
         if len(new_ids):
             codes[~is_node] = _link_new_cells(
-                new_ids, mu, x_nodes, vor, k, params, log, split, metrics_nodes, model, device
+                new_ids, mu, x_nodes, vor, k, params, log, split, metrics_nodes, pull, device
             )
         save_npz(path, codes=codes.reshape(n, h, w), image_index=img, labels=labels[img], K=np.int64(K))
         log(f"{split}: {len(cell_ids)} cells of {n} images; {int(is_node.sum())} graph nodes, {len(new_ids)} linked")
 
 
-def _link_new_cells(new_ids, mu, x_nodes, vor, k, params, log, split, metrics_nodes, model, device):
-    """Codes of cells outside the graph: link to the k nearest nodes, shortest path through them."""
+def _link_new_cells(new_ids, mu, x_nodes, vor, k, params, log, split, metrics_nodes, pull, device):
+    """Codes of cells outside the graph: link to the k nearest nodes, shortest path through them.
+    pull: None (Euclidean links), or the (decode, weight) of the graph's pull-back metric."""
     from geovq.codebook import to_cells
     from geovq.geodesic import assign_new
     from geovq.graph import knn_query
 
     x_new = to_cells(mu)[new_ids]
     nbr, nbr_euc, _ = knn_query(x_nodes, x_new, k, seed=params.seed)
-    if model is None:
+    if pull is None:
         lengths = nbr_euc.astype(np.float64)
     else:
         from geovq.riemann import cell_metrics, new_point_lengths
@@ -154,7 +159,8 @@ def _link_new_cells(new_ids, mu, x_nodes, vor, k, params, log, split, metrics_no
         if params.graph["new_point_metric"] == "exact":
             _metrics_process()
             log(f"{split}: pull-back metrics of {len(new_ids)} new cells")
-            metrics_new = cell_metrics(model.decode, mu, new_ids, device=device)
+            decode, weight = pull
+            metrics_new = cell_metrics(decode, mu, new_ids, weight=weight, device=device)
         else:
             metrics_new = None  # one-sided: the graph node's metric at both ends
         lengths = new_point_lengths(metrics_new, x_new, metrics_nodes, x_nodes, nbr)
