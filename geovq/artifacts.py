@@ -43,6 +43,40 @@ def code_subset(n, size, seed, split):
     return subset_indices(n, size, seed * 1000 + 1 if split == "train" else 2)
 
 
+def fd_halves(n, size, n_max):
+    """(a, b): two disjoint seeded sets of n_fd = min(``n_max``, M // 2) test images each, drawn from
+    the M coded test images (:func:`code_subset`), so the same for every quantizer, variant and seed.
+    Every Fréchet distance and KID is taken against b at n_fd images; the floor is a against b, and
+    reconstructions are of a's images (reconstructions of b's own images would share their noise)."""
+    idx = code_subset(n, size, 0, "test")
+    n_fd = min(n_max, len(idx) // 2)
+    if n_fd < 2:
+        raise GeovqError(f"test halves need at least 2 images each, got {n_fd} of {len(idx)} coded test images")
+    order = idx[np.random.default_rng(4).permutation(len(idx))]
+    return np.sort(order[:n_fd]), np.sort(order[n_fd : 2 * n_fd])
+
+
+def load_fd_reference(path):
+    """The file of rule ``fd_reference``: indices ``a``, ``b`` into the test split, their
+    classifier features ``features_a``, ``features_b`` (n_fd, F) and the floor (``fd_floor_test_halves`` ...)."""
+    d = load_npz(path, ("a", "b", "features_a", "features_b", "n_fd"))
+    n = int(d["n_fd"])
+    if not (len(d["a"]) == len(d["b"]) == len(d["features_a"]) == len(d["features_b"]) == n):
+        raise GeovqError(f"{path}: halves and their features must all have n_fd={n} rows")
+    if np.intersect1d(d["a"], d["b"]).size:
+        raise GeovqError(f"{path}: the test halves a and b share images")
+    return d
+
+
+def positions(index, wanted, error):
+    """Positions in ``index`` (sorted, unique) of the values ``wanted``; GeovqError(``error``) when some are absent."""
+    index, wanted = np.asarray(index), np.asarray(wanted)
+    pos = np.searchsorted(index, wanted)
+    if len(index) == 0 or not np.array_equal(index[np.minimum(pos, len(index) - 1)], wanted):
+        raise GeovqError(error)
+    return pos
+
+
 def fit_cell_ids(n_cells, fit_cells, seed):
     """The train cells every post-hoc quantizer of a run is fitted on (k-means, K-medoids, the
     graph's nodes): all, or a seeded subsample of ``fit_cells`` (config codebook.fit_cells)."""

@@ -59,18 +59,29 @@ def ssim(
 
 
 def codebook_stats(codes: np.ndarray, K: int) -> dict:
-    """Perplexity exp(H) of the code histogram, codes used, dead codes and the usage fraction."""
+    """Usage of a codebook by ``codes`` (any shape, values in [0, K)).
+
+    ``perplexity`` is exp(H) of the code histogram with the plug-in entropy H = -sum p log p;
+    ``perplexity_miller_madow`` is exp(H + (m - 1) / (2 N)) with the Miller-Madow correction of H's
+    downward bias (Miller 1955; m codes seen among N tokens; both entropies in nats). ``codes_used``
+    = m, ``dead_codes`` = K - m, ``usage`` = m / K and ``tokens`` = N. Both estimates read low and
+    dead codes read high when N is not much larger than K.
+    """
     counts = np.bincount(np.asarray(codes).ravel(), minlength=K).astype(np.float64)
     if len(counts) > K:
         raise ValueError(f"codes contain values >= K={K} (max {len(counts) - 1})")
-    p = counts / counts.sum()
+    n = counts.sum()
+    p = counts / n
     nz = p[p > 0]
     used = int((counts > 0).sum())
+    h = float(-(nz * np.log(nz)).sum())
     return {
-        "perplexity": float(np.exp(-(nz * np.log(nz)).sum())),
+        "perplexity": float(np.exp(h)),
+        "perplexity_miller_madow": float(np.exp(h + (used - 1) / (2.0 * n))),
         "codes_used": used,
         "dead_codes": K - used,
         "usage": used / K,
+        "tokens": int(n),
     }
 
 

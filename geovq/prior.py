@@ -191,6 +191,34 @@ def nll_bits(model, codes, labels=None, *, batch_size=1024, device=None):
     return bits_per_token, bits_per_token * model.config.block_size
 
 
+def unigram_bits(train_codes, test_codes, K: int, *, alpha: float = 1.0, train_labels=None, test_labels=None) -> float:
+    """Cross-entropy in bits per token of test codes under the codes' unigram distribution on the
+    train codes, add-``alpha`` smoothed: p(k) = (n_k + alpha) / (N + alpha K), the NLL of a
+    context-free model of the same codes (alpha = 1: Laplace's add-one, so an unseen code costs
+    log2(N + K) bits, not infinity).
+
+    With ``train_labels`` and ``test_labels`` (one per grid) the distribution is fitted per class
+    and each test grid is scored under its class's: the context-free baseline of a class-conditional prior.
+    """
+    train, test = np.asarray(train_codes), np.asarray(test_codes)
+    if alpha <= 0:
+        raise ValueError(f"unigram_bits: alpha must be > 0 (an unseen test code would cost infinite bits), got {alpha}")
+    for name, c in (("train", train), ("test", test)):
+        if c.size == 0 or c.min() < 0 or c.max() >= K:
+            raise ValueError(f"unigram_bits: {name} codes must be a non-empty array of values in [0, {K})")
+    if (train_labels is None) != (test_labels is None):
+        raise ValueError("unigram_bits: give labels for both the train and the test codes, or for neither")
+    if train_labels is None:
+        train_labels, test_labels = np.zeros(len(train), np.int64), np.zeros(len(test), np.int64)
+    train_labels, test_labels = np.asarray(train_labels), np.asarray(test_labels)
+    total = 0.0
+    for c in np.unique(test_labels):
+        counts = np.bincount(train[train_labels == c].ravel(), minlength=K).astype(np.float64)
+        logp = np.log2(counts + alpha) - np.log2(counts.sum() + alpha * K)
+        total -= logp[test[test_labels == c].ravel()].sum()
+    return float(total / test.size)
+
+
 # ---------------------------------------------------------------- training
 def _optimizer(model, lr, weight_decay):
     """AdamW with weight decay on matrices only (not on biases, LayerNorms, start token), as nanoGPT."""

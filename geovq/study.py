@@ -31,8 +31,8 @@ KEY_COLUMNS = [
     "test_perplexity",
     "test_dead_codes",
     "test_bits_per_token",
-    "fd_samples_real",
-    "fd_quant_recon_real",
+    "fd_samples_test",
+    "fd_quant_recon_test",
 ]
 
 CONTRAST_METRICS = ["mse_quant_real", "psnr_quant_real", "ssim_quant_real", "mse_quant_cont"]

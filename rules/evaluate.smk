@@ -10,6 +10,7 @@ rule evaluate:
         nll=f"{QRUN}/prior/nll.json",
         sample_quality=f"{QRUN}/prior/sample_quality.json",
         recon_quality=f"{RUN}/vae/recon_quality.json",
+        classifier_metrics=f"{RESULTS}/{{dataset}}/classifier/metrics.json",
         code=code_inputs("evaluate"),
     output:
         metrics=f"{EVAL}/metrics.json",

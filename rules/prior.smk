@@ -54,12 +54,12 @@ rule sample_prior:
 
 
 rule sample_quality:
-    """Fréchet distance of samples and of quantized test reconstructions to real test images; class accuracy."""
+    """Samples and quantized reconstructions of test half A against real half B (FD, KID); class accuracy."""
     input:
         samples=f"{QRUN}/prior/samples.npz",
         nll=f"{QRUN}/prior/nll.json",
-        test=f"{RESULTS}/{{dataset}}/data/test.npz",
         classifier=f"{RESULTS}/{{dataset}}/classifier/model.pt",
+        fd_reference=f"{RESULTS}/{{dataset}}/classifier/fd_reference.npz",
         codebook=f"{QRUN}/codebook.npz",
         codes_test=f"{QRUN}/codes_test.npz",
         decoder=decoder_of,

@@ -1,4 +1,5 @@
-"""Fréchet distance against closed forms and SciPy; the classifier, its checkpoint and the quality stages."""
+"""Fréchet distance and KID against closed forms, SciPy and torchmetrics; the classifier, its checkpoint
+and the quality stages (real test halves A and B, everything scored against B at one n)."""
 
 import json
 import warnings
@@ -9,7 +10,15 @@ import pytest
 import scipy.linalg
 import torch
 
-from geovq.frechet import frechet_distance, frechet_from_stats, gaussian_stats
+from geovq.frechet import (
+    fd_kid,
+    frechet_bootstrap,
+    frechet_distance,
+    frechet_from_stats,
+    gaussian_stats,
+    kernel_distance,
+    mmd2_unbiased,
+)
 from geovq.io import GeovqError, load_json, save_json, save_npz
 
 
@@ -75,6 +84,125 @@ def test_rank_deficient_features_give_a_finite_distance():
     assert np.isfinite(fd) and fd == pytest.approx(expected, rel=1e-3)
     with pytest.raises(ValueError, match="N >= 2"):
         frechet_distance(a[:1], b)
+
+
+def test_closed_form_for_non_commuting_gaussians_at_large_n():
+    # S1 = a I and S2 = Q diag(lam) Q^T (a random rotation): tr((S1 S2)^1/2) = sqrt(a) sum sqrt(lam)
+    rng = np.random.default_rng(5)
+    d, n, a = 4, 200_000, 2.0
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    lam = np.array([0.25, 1.0, 3.0, 6.0])
+    s2 = (q * lam) @ q.T
+    m1, m2 = np.zeros(d), np.array([1.0, -0.5, 0.0, 2.0])
+    expected = m2 @ m2 + d * a + lam.sum() - 2 * np.sqrt(a) * np.sqrt(lam).sum()
+    x = rng.normal(size=(n, d)) * np.sqrt(a)
+    y = m2 + rng.normal(size=(n, d)) @ np.linalg.cholesky(s2).T
+    assert frechet_from_stats(m1, a * np.eye(d), m2, s2) == pytest.approx(expected, rel=1e-10)
+    # sampling error of FD at n = 2e5 here: sd ~ 0.01 of a distance ~ 5.8
+    assert frechet_distance(x, y) == pytest.approx(expected, abs=0.05)
+
+
+class _Identity(torch.nn.Module):
+    """A "feature extractor" for torchmetrics that returns its input: the features are given."""
+
+    def __init__(self, num_features):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize("rank_deficient", [False, True])
+def test_fd_equals_torchmetrics_fid_on_the_same_features(rank_deficient):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    rng = np.random.default_rng(6)
+    d = 24
+    a = np.maximum(rng.normal(size=(600, d)) @ rng.normal(size=(d, d)), 0)  # ReLU features
+    b = np.maximum(rng.normal(size=(500, d)) @ rng.normal(size=(d, d)) + 0.5, 0)
+    if rank_deficient:
+        a, b = a[:15], b[:12]  # fewer samples than features
+        a[:, :3] = b[:, :3] = 0.0  # dead units
+    fid = FrechetInceptionDistance(feature=_Identity(d), reset_real_features=True)
+    fid.update(torch.from_numpy(a), real=True)
+    fid.update(torch.from_numpy(b), real=False)
+    assert frechet_distance(a, b) == pytest.approx(float(fid.compute()), rel=1e-6)
+
+
+def test_bootstrap_interval_has_the_spread_of_fd_over_fresh_samples():
+    # the bootstrap's 95 % half width, in sd, on 8 data sets against the sd of FD over 200 fresh
+    # pairs of samples (ratio 0.92 here; a 90 % interval would read 0.78)
+    d, n = 4, 800
+    mix = np.random.default_rng(7).normal(size=(d, d))
+
+    def pair(seed):
+        r = np.random.default_rng(seed)
+        return r.normal(size=(n, d)) @ mix, r.normal(size=(n, d)) @ mix * 1.3 + 0.4
+
+    sd = np.std([frechet_distance(*pair(100 + i)) for i in range(200)], ddof=1)
+    half_widths = []
+    for i in range(8):
+        x, y = pair(1000 + i)
+        lo, hi = frechet_bootstrap(x, y, seed=i)
+        assert lo < frechet_distance(x, y) < hi
+        half_widths.append((hi - lo) / 2 / 1.96)
+    assert 0.8 < np.mean(half_widths) / sd < 1.25, (np.mean(half_widths), sd)
+    assert frechet_bootstrap(x, y, seed=7) == (lo, hi)  # seeded
+
+
+def test_bootstrap_interval_brackets_the_estimate_with_many_features():
+    # 64 ReLU features at n = 400: resampled rows inflate FD, and the plain percentile interval of
+    # the resampled distances would lie wholly above the estimate
+    rng = np.random.default_rng(10)
+    d, n = 64, 400
+    x = np.maximum(rng.normal(size=(n, d)) @ rng.normal(size=(d, d)), 0)
+    y = np.maximum(rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) + 0.3, 0)
+    scores = fd_kid(x, y)  # (one BLAS thread: hundreds of small products)
+    assert scores["fd_lo"] < scores["fd"] < scores["fd_hi"]
+
+
+def test_kid_near_zero_for_one_distribution_and_positive_for_a_shifted_one():
+    rng = np.random.default_rng(8)
+    d = 16
+    mix = rng.normal(size=(d, d)) / 4
+    x, y = rng.normal(size=(2000, d)) @ mix, rng.normal(size=(2000, d)) @ mix
+    kid, std = kernel_distance(x, y)
+    assert abs(kid) < std, (kid, std)  # unbiased: 0 within the spread over subsets
+    kid_shift, std_shift = kernel_distance(x, y + 0.25)
+    assert kid_shift > 10 * std_shift and kid_shift > 10 * abs(kid)
+    assert kernel_distance(x, y, seed=3) == kernel_distance(x, y, seed=3)
+
+
+@pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
+def test_kid_equals_torchmetrics_on_the_same_features_and_subsets(monkeypatch):
+    import torchmetrics.image.kid as tm_kid
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    rng = np.random.default_rng(9)
+    d = 12
+    a, b = rng.normal(size=(300, d)), rng.normal(size=(250, d)) * 1.1 + 0.1
+    ours = kernel_distance(a, b, subsets=7, subset_size=200, seed=4)
+    # torchmetrics draws a permutation of the real set, then one of the fake set, per subset: hand it
+    # the permutations our seeded generator drew, in the same order
+    perms = np.random.default_rng(4)
+    monkeypatch.setattr(tm_kid.torch, "randperm", lambda n, **kw: torch.from_numpy(perms.permutation(n)))
+    kid = KernelInceptionDistance(feature=_Identity(d), subsets=7, subset_size=200)
+    kid.update(torch.from_numpy(a), real=True)
+    kid.update(torch.from_numpy(b), real=False)
+    mean, std = (float(v) for v in kid.compute())
+    assert ours == pytest.approx((mean, std), rel=1e-9)
+    assert mmd2_unbiased(a[:200], b[:200]) == pytest.approx(
+        float(tm_kid.poly_mmd(torch.from_numpy(a[:200]), torch.from_numpy(b[:200]))), rel=1e-9
+    )
+
+
+def test_fd_kid_needs_sets_of_one_size():
+    x = np.random.default_rng(0).normal(size=(50, 3))
+    scores = fd_kid(x, x[::-1].copy())
+    assert scores["n"] == 50 and scores["fd"] == pytest.approx(0.0, abs=1e-9) and scores["fd_lo"] <= scores["fd_hi"]
+    with pytest.raises(ValueError, match="score sets at one n"):
+        fd_kid(x, x[:40])
 
 
 # ---------------------------------------------------------------- classifier
@@ -202,15 +330,16 @@ def _fd_scipy(a, b):
     return ((m1 - m2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
 
 
-# geovq.frechet adds 1e-6 to singular covariances' diagonals (as pytorch-fid): ~1e-4 relative here
+# dead ReLU features make the covariances singular, where sqrtm is least accurate
 FD_REL = 1e-3
 
 
 def test_sample_and_recon_quality_stages(trained):
+    from geovq.artifacts import code_subset
     from geovq.classifier import load_classifier
-    from geovq.data import load_prepared, subset_indices
+    from geovq.data import load_prepared
     from geovq.io import load_npz
-    from geovq.stages.classifier import recon_quality
+    from geovq.stages.classifier import fd_reference, recon_quality
     from geovq.stages.prior import sample_quality
     from geovq.train import load_vae
 
@@ -223,18 +352,32 @@ def test_sample_and_recon_quality_stages(trained):
         seed=0,
         device="cpu",
         codebook={"test_images": TEST_IMAGES},
+        sample_n=40,  # as many as the samples: n_fd = min(40, 150 // 2)
     )
+    fd_reference(inp, SimpleNamespace(reference=tmp / "classifier/fd_reference.npz"), params, lambda m: None)
+    inp.fd_reference = tmp / "classifier/fd_reference.npz"
     sample_quality(inp, SimpleNamespace(quality=tmp / "q/sample_quality.json"), params, lambda m: None)
     q = json.loads((tmp / "q/sample_quality.json").read_text())
     recon_quality(inp, SimpleNamespace(quality=tmp / "vae/recon_quality.json"), params, lambda m: None)
     r = json.loads((tmp / "vae/recon_quality.json").read_text())
+    ref = load_npz(inp.fd_reference)
+
+    # The halves, read from the artifact: disjoint, n_fd each, among the coded test images, the
+    # same for another seed (the study pairs seeds), never train images.
+    test_x, test_y = load_prepared(paths.test)
+    coded = code_subset(len(test_x), TEST_IMAGES, 0, "test")
+    a, b = ref["a"], ref["b"]
+    assert int(ref["n_fd"]) == q["n_fd"] == r["n_fd"] == len(a) == len(b) == 40
+    assert not np.intersect1d(a, b).size and np.isin(a, coded).all() and np.isin(b, coded).all()
+    seed1 = SimpleNamespace(**{**vars(params), "seed": 1})
+    fd_reference(inp, SimpleNamespace(reference=tmp / "seed1/fd_reference.npz"), seed1, lambda m: None)
+    again = load_npz(tmp / "seed1/fd_reference.npz")
+    assert np.array_equal(again["a"], a) and np.array_equal(again["b"], b)
 
     # The oracle: the images each set should hold, built here from the files (codebook rows,
-    # the decoder, the seeded subsets), their classifier features and predictions in one batch,
-    # and Fréchet distances by scipy.linalg.sqrtm.
+    # the decoder, the halves), their classifier features and predictions in one batch, and
+    # Fréchet distances by scipy.linalg.sqrtm.
     clf, vae = load_classifier(clf_out.model, dataset="synthetic"), load_vae(inp.model, dataset="synthetic")
-    test_x, test_y = load_prepared(paths.test)
-    train_x, _ = load_prepared(paths.train)
     codes, samples = load_npz(inp.codes_test), load_npz(inp.samples)
     codebook, mu = load_npz(inp.codebook)["codebook"], load_npz(inp.latents_test)["mu"]
 
@@ -249,36 +392,54 @@ def test_sample_and_recon_quality_stages(trained):
             f = clf.features(images)
             return f.double().numpy(), clf.head(f).argmax(1).numpy()
 
-    real, real_pred = feats(test_x)
+    real_a, _ = feats(test_x[a])
+    real_b, _ = feats(test_x[b])
     quant, quant_pred = feats(u8(codebook[codes["codes"]].transpose(0, 3, 1, 2)))
+    quant_a, _ = feats(u8(codebook[codes["codes"][np.isin(codes["image_index"], a)]].transpose(0, 3, 1, 2)))
     cont, cont_pred = feats(u8(mu[codes["image_index"]]))  # the continuous decodes of the coded images
+    cont_a, _ = feats(u8(mu[a]))
     drawn, drawn_pred = feats(samples["images"])
-    train_real, _ = feats(train_x[subset_indices(len(train_x), len(test_x), 0)])
 
-    assert q["n_samples"] == 40 and q["n_real_test_images"] == r["n_real_test_images"] == 200
+    np.testing.assert_allclose(ref["features_a"], real_a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ref["features_b"], real_b, rtol=1e-5, atol=1e-6)
+    assert q["n_samples"] == 40
     assert q["n_quant_recon_images"] == r["n_cont_recon_images"] == TEST_IMAGES  # the same coded images
-    assert q["fd_samples_real"] == pytest.approx(_fd_scipy(drawn, real), rel=FD_REL)
-    assert q["fd_quant_recon_real"] == pytest.approx(_fd_scipy(quant, real), rel=FD_REL)
+    # every set against half B at n_fd; reconstructions are of half A's images
+    assert r["fd_floor_test_halves"] == pytest.approx(_fd_scipy(real_a, real_b), rel=FD_REL)
+    assert q["fd_samples_test"] == pytest.approx(_fd_scipy(drawn[:40], real_b), rel=FD_REL)
+    assert q["fd_quant_recon_test"] == pytest.approx(_fd_scipy(quant_a, real_b), rel=FD_REL)
+    assert r["fd_cont_recon_test"] == pytest.approx(_fd_scipy(cont_a, real_b), rel=FD_REL)
+    for name, x, res in (
+        ("samples_test", drawn[:40], q),
+        ("quant_recon_test", quant_a, q),
+        ("cont_recon_test", cont_a, r),
+    ):
+        assert (res[f"kid_{name}"], res[f"kid_{name}_std"]) == pytest.approx(kernel_distance(x, real_b), rel=1e-6)
+        interval = frechet_bootstrap(x, real_b)
+        assert (res[f"fd_{name}_lo"], res[f"fd_{name}_hi"]) == pytest.approx(interval, rel=FD_REL)
+    assert r["kid_floor_test_halves"] == pytest.approx(kernel_distance(real_a, real_b)[0], rel=1e-6)
+    assert (r["fd_floor_test_halves_lo"], r["fd_floor_test_halves_hi"]) == pytest.approx(
+        frechet_bootstrap(real_a, real_b), rel=FD_REL
+    )
     assert q["quant_recon_accuracy"] == pytest.approx(np.mean(quant_pred == test_y.numpy()[codes["image_index"]]))
     assert q["conditional_accuracy"] == pytest.approx(np.mean(drawn_pred == samples["labels"]))
     assert q["test_bits_per_token"] == 2.5 and q["test_bits_per_image"] == 40.0
-    assert r["fd_cont_recon_real"] == pytest.approx(_fd_scipy(cont, real), rel=FD_REL)
-    assert r["fd_real_train_real"] == pytest.approx(_fd_scipy(train_real, real), rel=FD_REL)
     assert r["cont_recon_accuracy"] == pytest.approx(np.mean(cont_pred == test_y.numpy()[codes["image_index"]]))
-    assert (
-        r["real_test_accuracy"] == pytest.approx(np.mean(real_pred == test_y.numpy())) and r["real_test_accuracy"] > 0.9
-    )
     # predictions vary (so the accuracies depend on which label goes with which image)
     assert min(len(set(p.tolist())) for p in (quant_pred, cont_pred, drawn_pred)) >= 2
     # two real sets are much closer than a barely trained VAE's reconstructions are to real images
-    assert r["fd_real_train_real"] < r["fd_cont_recon_real"]
+    assert r["fd_floor_test_halves"] < r["fd_cont_recon_test"]
 
     # a classifier for another dataset: one line, nothing written
     other = tmp / "other_classifier.pt"
     ck = torch.load(clf_out.model, weights_only=False)
     torch.save({**ck, "dataset": "mnist"}, other)
     bad = SimpleNamespace(**{**vars(inp), "classifier": other})
-    for stage, path in ((sample_quality, tmp / "bad/sample_quality.json"), (recon_quality, tmp / "bad/recon.json")):
+    for stage, out in (
+        (fd_reference, SimpleNamespace(reference=tmp / "bad/fd_reference.npz")),
+        (sample_quality, SimpleNamespace(quality=tmp / "bad/sample_quality.json")),
+        (recon_quality, SimpleNamespace(quality=tmp / "bad/recon.json")),
+    ):
         with pytest.raises(GeovqError, match="is for dataset 'mnist', expected 'synthetic'"):
-            stage(bad, SimpleNamespace(quality=path), params, print)
+            stage(bad, out, params, print)
     assert not (tmp / "bad").exists()

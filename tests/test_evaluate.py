@@ -49,18 +49,42 @@ def files(tmp_path, one_thread):
     codes = rng.integers(0, K, size=(len(idx), 4, 4))
     save_npz(tmp_path / "codes_test.npz", codes=codes, image_index=idx, labels=idx % 3, K=np.int64(K))
     save_npz(tmp_path / "codes_train.npz", codes=codes, image_index=idx, labels=idx % 3, K=np.int64(K))
-    save_json(tmp_path / "nll.json", {"test_bits_per_token": 2.5, "test_bits_per_image": 40.0})
+    save_json(
+        tmp_path / "nll.json",
+        {
+            "test_bits_per_token": 2.5,
+            "test_bits_per_image": 40.0,
+            "test_unigram_bits_per_token": 2.9,
+            "test_unigram_bits_per_image": 46.4,
+            "context_gain_bits_per_token": 0.4,
+            "test_class_unigram_bits_per_token": 2.7,
+        },
+    )
+
+    def scores(what, fd):  # an FD, its interval and a KID, as the quality stages write them
+        return {
+            f"fd_{what}": fd,
+            f"fd_{what}_lo": fd - 1,
+            f"fd_{what}_hi": fd + 1,
+            f"kid_{what}": 0.1,
+            f"kid_{what}_std": 0.01,
+        }
+
     save_json(
         tmp_path / "quality.json",
         {
-            "fd_samples_real": 7.0,
-            "fd_quant_recon_real": 3.0,
+            **scores("samples_test", 7.0),
+            **scores("quant_recon_test", 3.0),
+            "n_fd": 6,
             "n_samples": 10,
             "quant_recon_accuracy": 0.5,
             "test_bits_per_token": 2.5,
         },
     )
-    save_json(tmp_path / "recon.json", {"fd_cont_recon_real": 1.5, "fd_real_train_real": 0.2})
+    save_json(
+        tmp_path / "recon.json", {**scores("cont_recon_test", 1.5), **scores("floor_test_halves", 0.2), "n_fd": 6}
+    )
+    save_json(tmp_path / "classifier.json", {"test_accuracy": 0.93})
     return SimpleNamespace(tmp=tmp_path, x=x, vae=vae, vq=vq, mu=mu, z_e=z_e, codebook=codebook, idx=idx, codes=codes)
 
 
@@ -78,6 +102,7 @@ def run(f, quantizer, assign):
         nll=f.tmp / "nll.json",
         sample_quality=f.tmp / "quality.json",
         recon_quality=f.tmp / "recon.json",
+        classifier_metrics=f.tmp / "classifier.json",
     )
     out = SimpleNamespace(metrics=f.tmp / f"{quantizer}_{assign}.json", per_image=f.tmp / f"{quantizer}_{assign}.npz")
     params = SimpleNamespace(
@@ -133,8 +158,18 @@ def test_posthoc_row_against_an_independent_computation(files):
     )
     assert str(per["assign"]) == "geodesic" and int(per["seed"]) == 3
     # its own assignment: the prior's and the samples' figures, and the VAE's reference
-    assert metrics["test_bits_per_token"] == 2.5 and metrics["fd_samples_real"] == 7.0
-    assert metrics["fd_cont_recon_real"] == 1.5 and "mse_ze_real" not in metrics
+    assert metrics["test_bits_per_token"] == 2.5 and metrics["fd_samples_test"] == 7.0
+    assert metrics["fd_samples_test_hi"] == 8.0 and metrics["kid_quant_recon_test_std"] == 0.01
+    assert metrics["context_gain_bits_per_token"] == 0.4 and metrics["test_unigram_bits_per_token"] == 2.9
+    assert (
+        metrics["fd_cont_recon_test"] == 1.5 and metrics["kid_cont_recon_test"] == 0.1 and "mse_ze_real" not in metrics
+    )
+    assert (
+        metrics["fd_floor_test_halves"] == 0.2 and metrics["n_fd"] == 6 and metrics["classifier_test_accuracy"] == 0.93
+    )
+    # code usage over every train code and every test code, with the bias-corrected perplexity beside
+    assert metrics["train_tokens"] == metrics["test_tokens"] == f.codes.size
+    assert metrics["test_perplexity_miller_madow"] > metrics["test_perplexity"]
     assert metrics["quant_cont_over_cont_real"] == pytest.approx(
         mse["quant_cont"].mean() / mse["cont_real"].mean(), rel=1e-5
     )
@@ -143,7 +178,7 @@ def test_posthoc_row_against_an_independent_computation(files):
 
 def test_other_assignment_leaves_the_priors_figures_empty(files):
     metrics, _ = run(files, "graph", "nearest")
-    for key in ("test_bits_per_token", "test_bits_per_image", "fd_samples_real", "fd_quant_recon_real"):
+    for key in ("test_bits_per_token", "context_gain_bits_per_token", "fd_samples_test", "kid_quant_recon_test"):
         assert metrics[key] is None, key
     assert metrics["mse_quant_real"] is not None
     with pytest.raises(Exception, match="no 'geodesic' assignment"):
@@ -163,7 +198,8 @@ def test_vqvae_row_uses_its_own_decoder_and_encoder_output(files):
     # the VAE's columns do not apply: empty, never borrowed
     for name in ("mse_cont_real", "psnr_cont_real", "mse_quant_cont", "latent_sq_error"):
         assert np.isnan(per[name]).all() and metrics[name] is None, name
-    assert metrics["fd_cont_recon_real"] is None and metrics["fd_real_train_real"] == 0.2
+    assert metrics["fd_cont_recon_test"] is None and metrics["kid_cont_recon_test"] is None
+    assert metrics["fd_floor_test_halves"] == 0.2  # the real floor applies to every row
     # and the VAE's decoder would have given other numbers
     mse_vae, _ = independent(f.vae.decode, f.mu[f.idx], z_q, f.x[f.idx])
     assert not np.allclose(mse_vae["quant_real"], per["mse_quant_real"])

@@ -1,4 +1,5 @@
-"""Code prior: causality, learning a deterministic sequence, the L = 1 categorical case, sampling, bad inputs."""
+"""Code prior: causality, learning a deterministic sequence, the L = 1 categorical case, sampling, bad inputs;
+the context-free unigram baseline it is measured against."""
 
 import math
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from geovq.prior import (
     sample,
     save_prior,
     train_prior,
+    unigram_bits,
 )
 
 TINY = dict(
@@ -147,6 +149,35 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     torch.testing.assert_close(back(x, torch.tensor([0, 1])), model(x, torch.tensor([0, 1])))
 
 
+# ---------------------------------------------------------------- unigram baseline
+def test_unigram_cross_entropy_of_uniform_codes_is_log2_k():
+    # 50 000 train and test tokens over K = 16: within ~0.01 bits of log2 K (sampling error of the
+    # empirical test entropy ~0.002, KL of the smoothed train estimate ~K / (2 N ln 2) ~ 0.0002)
+    rng = np.random.default_rng(0)
+    K = 16
+    train, test = rng.integers(0, K, (5000, 10)), rng.integers(0, K, (5000, 10))
+    assert unigram_bits(train, test, K) == pytest.approx(math.log2(K), abs=0.01)
+    # skewed codes: the entropy of the distribution they were drawn from
+    p = np.array([0.5, 0.25, 0.125, 0.125])
+    train, test = rng.choice(4, (5000, 10), p=p), rng.choice(4, (5000, 10), p=p)
+    assert unigram_bits(train, test, 4) == pytest.approx(1.75, abs=0.01)
+
+
+def test_unigram_smoothing_and_classes_exactly():
+    # add-one: train counts (2, 1, 0) of K = 3 give p = (3, 2, 1) / 6
+    train, test = np.array([[0, 0, 1]]), np.array([[2, 0]])
+    assert unigram_bits(train, test, 3) == pytest.approx((math.log2(6) + math.log2(2)) / 2)
+    assert unigram_bits(train, test, 3, alpha=0.5) == pytest.approx((math.log2(4.5 / 0.5) + math.log2(4.5 / 2.5)) / 2)
+    # per class: class 0 uses code 0 only, class 1 code 1 only; a class-blind unigram pays ~1 bit
+    labels = np.arange(2000) % 2
+    codes = np.repeat(labels[:, None, None], 4, axis=1).repeat(4, axis=2)
+    blind = unigram_bits(codes, codes, 2)
+    by_class = unigram_bits(codes, codes, 2, train_labels=labels, test_labels=labels)
+    assert blind == pytest.approx(1.0, abs=1e-3) and by_class < 1e-3
+    with pytest.raises(ValueError, match="for both"):
+        unigram_bits(codes, codes, 2, train_labels=labels)
+
+
 # ---------------------------------------------------------------- stages
 def _codes_file(path, codes, labels, K):
     save_npz(path, codes=codes, image_index=np.arange(len(codes)), labels=labels, K=np.int64(K))
@@ -184,6 +215,16 @@ def test_train_and_sample_prior_stages(tmp_path):
     # grids (a lower NLL means leaked targets or a wrong unit), and a sane one not much worse
     assert nll["uniform_bits_per_token"] == pytest.approx(math.log2(K))
     assert nll["test_bits_per_token"] == pytest.approx(math.log2(K), abs=0.3)
+    # the context-free baseline: the train codes' unigram, on the prior's own training grids
+    train = load_npz(inp.codes_train)
+    test = load_npz(inp.codes_test)
+    assert nll["test_unigram_bits_per_token"] == pytest.approx(unigram_bits(train["codes"], test["codes"], K))
+    assert nll["test_unigram_bits_per_image"] == pytest.approx(16 * nll["test_unigram_bits_per_token"])
+    gain = nll["test_unigram_bits_per_token"] - nll["test_bits_per_token"]
+    assert nll["context_gain_bits_per_token"] == pytest.approx(gain) and abs(gain) < 0.3  # nothing to learn
+    assert nll["test_class_unigram_bits_per_token"] == pytest.approx(
+        unigram_bits(train["codes"], test["codes"], K, train_labels=train["labels"], test_labels=test["labels"])
+    )
 
     arch = {"latent_channels": 3, "grid": 4, "channels": [4, 4]}
     vae = build_vae("spatial", (1, 16, 16), arch)
@@ -233,6 +274,8 @@ def test_train_prior_stage_on_predictable_codes_is_far_below_uniform(tmp_path):
     nll = load_json(out.nll)
     assert nll["n_test_images"] == n_test
     assert nll["test_bits_per_token"] < 0.25 < 0.1 * math.log2(K)  # log2 10 = 3.32 bits for uniform codes
+    # every code is about as frequent as every other: context (class and earlier codes) buys ~3 bits
+    assert nll["test_unigram_bits_per_token"] > 3.0 and nll["context_gain_bits_per_token"] > 2.8
     assert nll["test_bits_per_image"] == pytest.approx(16 * nll["test_bits_per_token"])
 
 

@@ -11,16 +11,25 @@ from geovq.io import GeovqError, atomic_path, load_npz, save_json, save_npz
 from geovq.stages.runner import device_of
 
 
+def _fd_columns(what):
+    return [f"fd_{what}", f"fd_{what}_lo", f"fd_{what}_hi", f"kid_{what}", f"kid_{what}_std"]
+
+
 # Keys of the prior's and the samples' results that describe the quantizer's own codes only
 GENERATIVE = (
     "test_bits_per_token",
     "test_bits_per_image",
-    "fd_samples_real",
-    "fd_quant_recon_real",
+    "test_unigram_bits_per_token",
+    "test_unigram_bits_per_image",
+    "context_gain_bits_per_token",
+    "test_class_unigram_bits_per_token",
+    *_fd_columns("samples_test"),
+    *_fd_columns("quant_recon_test"),
     "quant_recon_accuracy",
     "conditional_accuracy",
     "n_samples",
 )
+FLOOR = ("n_fd", *_fd_columns("floor_test_halves"))  # the same for every row of a dataset
 
 
 def _mean(a):
@@ -90,16 +99,19 @@ def evaluate(inp, out, params, log):
         result["active_units"] = active_units(mu)
         result["latent_units"] = int(np.prod(mu.shape[1:]))
     result.update({f"test_{k}": v for k, v in codebook_stats(codes["codes"], K).items()})
-    train_codes = load_codes(inp.codes_train, K)["codes"]  # the quantizer's own train codes (the prior's data)
+    # every train code the quantizer wrote (codebook.train_images images; the prior's data)
+    train_codes = load_codes(inp.codes_train, K)["codes"]
     result.update({f"train_{k}": v for k, v in codebook_stats(train_codes, K).items()})
     own = params.assign == q.native_assign
     nll, quality = load_json(inp.nll), load_json(inp.sample_quality)
     for key in GENERATIVE:
         value = quality.get(key, nll.get(key))
         result[key] = value if own else None  # the prior models its own codes, not these
-    reference = load_json(inp.recon_quality)  # the continuous VAE's reconstructions; real vs real
-    result["fd_cont_recon_real"] = reference["fd_cont_recon_real"] if q.posthoc else None
-    result["fd_real_train_real"] = reference["fd_real_train_real"]
+    reference = load_json(inp.recon_quality)  # the continuous VAE's reconstructions; real half A vs half B
+    for key in _fd_columns("cont_recon_test"):
+        result[key] = reference[key] if q.posthoc else None
+    result.update({key: reference[key] for key in FLOOR})
+    result["classifier_test_accuracy"] = load_json(inp.classifier_metrics)["test_accuracy"]
     log(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     save_json(out.metrics, result)
 
@@ -133,17 +145,28 @@ TABLE_COLUMNS = [
     "ssim_quant_ze",
     "ze_sq_error",
     "test_perplexity",
+    "test_perplexity_miller_madow",
     "test_codes_used",
     "test_dead_codes",
+    "test_tokens",
     "train_perplexity",
+    "train_perplexity_miller_madow",
+    "train_codes_used",
+    "train_dead_codes",
+    "train_tokens",
     "test_bits_per_token",
     "test_bits_per_image",
-    "fd_samples_real",
-    "fd_quant_recon_real",
-    "fd_cont_recon_real",
-    "fd_real_train_real",
+    "test_unigram_bits_per_token",
+    "context_gain_bits_per_token",
+    "test_class_unigram_bits_per_token",
+    "n_fd",
+    *_fd_columns("samples_test"),
+    *_fd_columns("quant_recon_test"),
+    *_fd_columns("cont_recon_test"),
+    *_fd_columns("floor_test_halves"),
     "conditional_accuracy",
     "quant_recon_accuracy",
+    "classifier_test_accuracy",
 ]
 
 

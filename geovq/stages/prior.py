@@ -11,11 +11,13 @@ from geovq.artifacts import as_uint8, load_codes, read_classifier, write_csv
 from geovq.io import GeovqError, load_json, load_npz, save_json, save_npz
 from geovq.stages.runner import device_of, log_result
 
+UNIGRAM_ALPHA = 1.0  # add-one (Laplace) smoothing of the train codes' unigram baseline
+
 
 def train_prior(inp, out, params, log):
     from geovq.data import subset_indices
     from geovq.device import seed_everything
-    from geovq.prior import check_codes, nll_bits, save_prior, train_prior as fit
+    from geovq.prior import check_codes, nll_bits, save_prior, train_prior as fit, unigram_bits
 
     seed_everything(params.seed)
     device = device_of(params)
@@ -38,7 +40,24 @@ def train_prior(inp, out, params, log):
     model, rows = fit(train["codes"][keep], train["labels"][keep], K, cfg, seed=params.seed, device=device, log=log)
     check_codes(model, test["codes"], str(inp.codes_test))
     bits_token, bits_image = nll_bits(model, test["codes"], test["labels"], device=device)
-    log(f"test NLL {bits_token:.4f} bits/token, {bits_image:.3f} bits/image on {len(test['codes'])} grids")
+    # The context-free baseline on the prior's own training codes: what code frequencies alone give.
+    unigram = unigram_bits(train["codes"][keep], test["codes"], K, alpha=UNIGRAM_ALPHA)
+    class_unigram = (
+        unigram_bits(
+            train["codes"][keep],
+            test["codes"],
+            K,
+            alpha=UNIGRAM_ALPHA,
+            train_labels=train["labels"][keep],
+            test_labels=test["labels"],
+        )
+        if model.conditional
+        else None
+    )
+    log(
+        f"test NLL {bits_token:.4f} bits/token, {bits_image:.3f} bits/image on {len(test['codes'])} grids; "
+        f"train unigram {unigram:.4f} bits/token: context gain {unigram - bits_token:.4f}"
+    )
     save_prior(out.model, model, dataset=params.dataset, quantizer=params.quantizer)
     write_csv(out.losses, rows)
     save_json(
@@ -54,6 +73,11 @@ def train_prior(inp, out, params, log):
             "test_bits_per_token": bits_token,
             "test_bits_per_image": bits_image,
             "uniform_bits_per_token": float(np.log2(K)),
+            "test_unigram_bits_per_token": unigram,
+            "test_unigram_bits_per_image": unigram * model.config.block_size,
+            "context_gain_bits_per_token": unigram - bits_token,
+            "test_class_unigram_bits_per_token": class_unigram,
+            "unigram_smoothing": f"add-{UNIGRAM_ALPHA:g} on the prior's {len(keep)} training grids",
             "n_test_images": int(len(test["codes"])),
             "epochs": len(rows),
             "best_epoch": max(r["epoch"] for r in rows if r["best"]),
@@ -114,23 +138,29 @@ def sample_prior(inp, out, params, log):
 
 
 def sample_quality(inp, out, params, log):
+    """Prior samples and quantized reconstructions of test half A against real test half B, at the
+    same n as the floor (fd_reference): Fréchet distance with its bootstrap interval, KID; the class
+    accuracy of the reconstructions over every coded test image and of class-conditional samples."""
+    from geovq.artifacts import load_fd_reference, positions
     from geovq.classifier import features_and_predictions
     from geovq.codebook import quantize
-    from geovq.data import load_prepared
-    from geovq.frechet import frechet_distance
+    from geovq.frechet import fd_kid, named
     from geovq.train import decode
 
     device = device_of(params)
     clf = read_classifier(inp, params, device)
-    test_x, _ = load_prepared(inp.test)
+    ref = load_fd_reference(inp.fd_reference)
+    n_fd = int(ref["n_fd"])
     samples = load_npz(inp.samples, ("codes", "images", "K"))
     codes = load_codes(inp.codes_test)
     decoder, codebook = _decoder_and_codebook(inp, params, None, device)
     if len(codebook) != int(codes["K"]):
         raise GeovqError(f"{inp.codebook}: {len(codebook)} codes but {inp.codes_test} has K={int(codes['K'])}")
+    if len(samples["images"]) < n_fd:
+        raise GeovqError(f"{inp.samples}: {len(samples['images'])} samples, fewer than the n_fd={n_fd} test images")
+    in_a = positions(codes["image_index"], ref["a"], f"{inp.codes_test}: the coded images lack test half A")
     nll = load_json(inp.nll)
     recon = as_uint8(decode(decoder, quantize(codebook, codes["codes"]), device))
-    real_feats, _ = features_and_predictions(clf, test_x, device)
     sample_feats, sample_pred = features_and_predictions(clf, samples["images"], device)
     recon_feats, recon_pred = features_and_predictions(clf, recon, device)
     result = {
@@ -140,10 +170,11 @@ def sample_quality(inp, out, params, log):
         "seed": params.seed,
         "K": int(codes["K"]),
         "n_samples": int(len(sample_feats)),
-        "n_real_test_images": int(len(test_x)),
         "n_quant_recon_images": int(len(recon)),
-        "fd_samples_real": frechet_distance(sample_feats, real_feats),
-        "fd_quant_recon_real": frechet_distance(recon_feats, real_feats),
+        "n_fd": n_fd,
+        # samples are independent draws: the first n_fd are a random subset
+        **named(fd_kid(sample_feats[:n_fd], ref["features_b"]), "samples_test"),
+        **named(fd_kid(recon_feats[in_a], ref["features_b"]), "quant_recon_test"),
         "quant_recon_accuracy": float((recon_pred == codes["labels"]).mean()),
         "test_bits_per_token": nll["test_bits_per_token"],
         "test_bits_per_image": nll["test_bits_per_image"],
