@@ -37,6 +37,7 @@ include: "rules/prior.smk"
 include: "rules/evaluate.smk"
 include: "rules/study.smk"
 include: "rules/report.smk"
+include: "rules/geometry.smk"
 
 
 rule all:

@@ -35,6 +35,7 @@ POSTHOC_QS = Q.posthoc(QS)
 # wildcard constraints of the rules that build codebooks (every quantizer they can build, configured or not)
 EUCLIDEAN = "|".join(Q.built_by("euclidean_codebook", Q.QUANTIZERS))
 GEODESIC = "|".join(Q.geodesic(Q.QUANTIZERS))
+METRIC = "|".join(Q.metrics(Q.QUANTIZERS))  # the decoder pull-back metrics of edge lengths
 
 
 def code_inputs(rule):
@@ -107,11 +108,13 @@ def labels(**extra):
 
 
 def report_targets():
-    """Figures of every run; the study's analyses (K sweep, latent map) of the first seed only."""
+    """Figures of every run; the study's analyses (K sweep, latent map, geometry sheet) of the first seed only."""
     runs = dict(dataset=config["datasets"], variant=config["variants"], seed=config["seeds"])
     targets = expand(f"{FIG}/reconstructions.png", **runs)
     if "riemannian" in QS and "graph" in QS:
         targets += expand(f"{RUN}/analysis/latent_map.png", **{**runs, "seed": config["seeds"][:1]})
+    if GEODESIC_QS:  # the geometry sheet: about the kNN graph and its edge-length kinds
+        targets += expand(f"{RUN}/analysis/geometry.png", **{**runs, "seed": config["seeds"][:1]})
     return targets
 
 

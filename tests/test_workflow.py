@@ -55,6 +55,7 @@ R = len(TEST_CONFIG["datasets"]) * len(VARIANTS) * len(SEEDS)  # runs: one train
 GEO = Q.geodesic(QS)
 EUC = Q.built_by("euclidean_codebook", QS)
 POST = Q.posthoc(QS)
+METRICS = Q.metrics(QS)  # the decoder pull-back metrics: one riemannian_lengths job each per run
 
 
 def n_evals(qs):
@@ -77,8 +78,9 @@ def after_codes(qs, runs=R, analysis=None):
         "run_figures": runs,
         **TABLES,
     }
-    if analysis:
+    if analysis:  # the first seed's analysis and geometry sheet read codes (and the graph)
         plan["analysis"] = analysis
+        plan["geometry"] = analysis
     return plan
 
 
@@ -101,12 +103,21 @@ def test_full_run_produces_table(done):
     assert df.test_perplexity.between(1, K).all() and df.train_perplexity.between(1, K).all()
     assert (df.test_codes_used + df.test_dead_codes == K).all()
     own = df[[a == Q.get(q).native_assign for q, a in zip(df.quantizer, df["assign"])]]
-    for col in ("test_bits_per_token", "fd_samples_real", "fd_quant_recon_real", "fd_real_train_real"):
+    for col in ("test_bits_per_token", "test_unigram_bits_per_token", "fd_samples_test", "fd_quant_recon_test"):
         assert np.isfinite(own[col]).all() and (own[col] > 0).all(), col
+    assert (own.fd_samples_test_lo <= own.fd_samples_test_hi).all() and np.isfinite(own.kid_samples_test).all()
+    # the table keeps 6 significant digits: each value of a few bits is within 5e-6 of the JSON's
+    gain = own.test_unigram_bits_per_token - own.test_bits_per_token
+    np.testing.assert_allclose(own.context_gain_bits_per_token, gain, rtol=0, atol=2e-5)
+    # one floor and one n for the whole dataset: real test half A against half B
+    half = TEST_CONFIG["codebook"]["test_images"] // 2
+    assert (df.n_fd == min(TEST_CONFIG["prior"]["sample"]["n"], half)).all() and df.fd_floor_test_halves.nunique() == 1
+    assert (df.fd_floor_test_halves > 0).all() and df.classifier_test_accuracy.between(0, 1).all()
+    assert (df.test_perplexity_miller_madow >= df.test_perplexity).all() and (df.train_tokens > 0).all()
     other = df.drop(own.index)
     assert len(other) == R * len(GEO) and other.test_bits_per_token.isna().all()  # not its prior's codes
     vq = df[df.quantizer == "vqvae"]
-    assert vq.mse_cont_real.isna().all() and vq.mse_quant_cont.isna().all() and vq.fd_cont_recon_real.isna().all()
+    assert vq.mse_cont_real.isna().all() and vq.mse_quant_cont.isna().all() and vq.fd_cont_recon_test.isna().all()
     assert (vq.mse_ze_real > 0).all() and (vq.mse_quant_ze > 0).all()
     md = (work / "results" / "tables" / "metrics.md").read_text()
     assert md.count("| synthetic") == len(df)
@@ -251,6 +262,44 @@ def test_analysis_and_table_contents(done):
     assert list(df.columns[: len(known)]) == known and known[:5] == keys
 
 
+def test_geometry_sheet_contents(done):
+    """The first seed's geometry sheet, read back: Euclidean edge ratios are 1 and pair ratios >= 1
+    (triangle inequality), every pair of quantizers has its agreement, every latent distance its
+    neighbourhood overlap with an interval, every pull-back metric its path-integral check."""
+    import itertools
+
+    import pandas as pd
+
+    from geovq.config import validate
+
+    work, _ = done
+    g = validate(copy.deepcopy(TEST_CONFIG))["geometry"]
+    for v in VARIANTS:
+        a = work / "results" / "synthetic" / v / f"seed{SEEDS[0]}" / "analysis"
+        ratios = pd.read_csv(a / "geometry_ratios.csv")
+        assert sorted(zip(ratios.edge_lengths, ratios.kind)) == sorted(
+            itertools.product(["euclidean", *METRICS], ["edges", "pairs"])
+        )
+        euc = ratios.set_index(["edge_lengths", "kind"]).loc["euclidean"]
+        assert euc.loc["edges", "q05"] == pytest.approx(1, abs=1e-5) and euc.loc["edges", "q95"] == pytest.approx(
+            1, abs=1e-5
+        )
+        assert euc.loc["pairs", "q05"] >= 1 - 1e-6 and (ratios.n_undefined == 0).all()
+        agree = pd.read_csv(a / "label_agreement.csv")
+        assert sorted(zip(agree.a, agree.b)) == sorted(itertools.combinations(QS, 2))
+        assert agree.ari.between(-1, 1).all() and agree.nmi.between(0, 1).all()
+        nbh = pd.read_csv(a / "neighbourhood.csv")
+        expected = ["euclidean (straight line)", "graph geodesic (euclidean)"]
+        for m in METRICS:
+            expected += [f"graph geodesic ({m})", f"{m} metric at the test cell"]
+        assert list(nbh.distance) == expected
+        assert ((nbh.lo <= nbh.overlap) & (nbh.overlap <= nbh.hi)).all() and nbh.overlap.between(0, 1).all()
+        assert (nbh.overlap > nbh.chance).all()  # every latent distance knows something of the image
+        path = pd.read_csv(a / "path_integral.csv")
+        assert list(path.metric) == METRICS and (path.n == g["n_edges"]).all() and (path.mean_abs < 0.5).all()
+        assert (a / "geometry.png").stat().st_size > 0
+
+
 def reordered(value):
     """The same config with every mapping's keys in reverse order."""
     if isinstance(value, dict):
@@ -289,7 +338,7 @@ def from_the_graph_on():
     """Every job from the kNN graph on, in every run: the geodesic quantizers and what follows them."""
     return {
         "knn_graph": R,
-        "riemannian_lengths": R,
+        "riemannian_lengths": R * len(METRICS),
         "geodesic_medoids": R * len(GEO),
         "geodesic_codes": R * len(GEO),
         "nearest_codes": R * len(GEO),
@@ -316,7 +365,7 @@ def test_vae_change_reruns_vae_and_after(done, tmp_path):
         "train_cells": S,
         "euclidean_codebook": S * len(EUC),
         "knn_graph": S,
-        "riemannian_lengths": S,
+        "riemannian_lengths": S * len(METRICS),
         "geodesic_medoids": S * len(GEO),
         "geodesic_codes": S * len(GEO),
         "nearest_codes": S * len(GEO),
@@ -352,7 +401,11 @@ def test_new_dataset_and_seed_add_only_their_jobs(done, tmp_path):
         assert wc.get("dataset", "mnist") == "mnist", (rule, wc)
     new_seed = write_config(tmp_path / "s.yaml", seeds=SEEDS + [7])
     fresh = planned_jobs(tmp_path / "empty7", write_config(tmp_path / "s7.yaml", seeds=[7]))
-    expected = {k: v for k, v in fresh.items() if k not in ("prepare_data", "train_classifier", "analysis")}
+    expected = {
+        k: v
+        for k, v in fresh.items()
+        if k not in ("prepare_data", "train_classifier", "fd_reference", "analysis", "geometry")
+    }
     assert planned_jobs(work, new_seed) == {**expected, **TABLES}
     for rule, wc in job_wildcards(work, new_seed):
         assert wc.get("seed", "7") == "7", (rule, wc)
@@ -401,8 +454,9 @@ def test_report_builds_with_table_and_figures(done):
     width = round(TEST_CONFIG["report"]["fig_width"] * TEST_CONFIG["report"]["dpi"])
     figures = sorted((work / "results").rglob("figures/*.png")) + sorted((work / "results").rglob("analysis/*.png"))
     n_q = len(QS)
-    # per run: 5 figures + a decoded codebook per quantizer; the analyses (4) of the first seed
-    assert len(figures) == len(VARIANTS) * len(SEEDS) * (5 + n_q) + len(VARIANTS) * 4
+    # per run: 5 figures + a decoded codebook per quantizer; the analyses (4) and the geometry sheet
+    # (1) of the first seed
+    assert len(figures) == len(VARIANTS) * len(SEEDS) * (5 + n_q) + len(VARIANTS) * (4 + 1)
     for png in figures:
         assert png.read_bytes() in payloads, f"{png.relative_to(work)} is not in the report"
         with Image.open(png) as im:
@@ -436,9 +490,10 @@ def test_every_job_loaded_only_its_code_inputs(done):
     logs = sorted(p for p in results.rglob("*.log") if "logs" in p.relative_to(results).parts)
     ran = set()
     for log in logs:
-        rule = log.stem  # rules log to <rule>.log, evaluate to evaluate_<assign>.log
-        if rule.startswith("evaluate_"):
-            rule = "evaluate"
+        rule = log.stem  # rules log to <rule>.log, evaluate to evaluate_<assign>.log, ...
+        for wildcarded in ("evaluate", "riemannian_lengths"):  # ... riemannian_lengths_<metric>.log
+            if rule.startswith(wildcarded + "_"):
+                rule = wildcarded
         modules = loaded_modules(log)
         assert modules and "geovq.stages.runner" in modules, f"{log}: no 'geovq modules:' line"
         missing = {module_file(m) for m in modules} - set(code_inputs(rule, ROOT))
@@ -472,10 +527,10 @@ def test_touching_the_decoder_rewrite_reruns_the_riemannian_lengths_and_after(do
     work, cfg = done
     with touched("geovq/jvp.py"):
         jobs = planned_jobs(work, cfg, *BY_MTIME)
-    riem = [q for q in GEO if Q.get(q).edge_lengths == "riemannian"]
+    pulled = [q for q in GEO if Q.get(q).metric]  # riemannian, fisher
     assert jobs == {
-        "riemannian_lengths": R,
-        "geodesic_medoids": R * len(riem),
+        "riemannian_lengths": R * len(METRICS),
+        "geodesic_medoids": R * len(pulled),
         "geodesic_codes": R * len(GEO),
         "nearest_codes": R * len(GEO),
         **after_codes(GEO, analysis=len(VARIANTS)),

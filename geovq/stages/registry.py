@@ -22,6 +22,7 @@ STAGES = {
     "train_vqvae": "geovq.stages.vqvae:train_vqvae",
     # rules/classifier.smk
     "train_classifier": "geovq.stages.classifier:train_classifier",
+    "fd_reference": "geovq.stages.classifier:fd_reference",
     "recon_quality": "geovq.stages.classifier:recon_quality",
     # rules/prior.smk
     "train_prior": "geovq.stages.prior:train_prior",
@@ -33,6 +34,8 @@ STAGES = {
     # rules/report.smk
     "run_figures": "geovq.stages.report:run_figures",
     "analysis": "geovq.stages.report:analysis",
+    # rules/geometry.smk
+    "geometry": "geovq.stages.geometry:geometry",
     # rules/study.smk
     "study_tables": "geovq.stages.study:study_tables",
 }
