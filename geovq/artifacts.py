@@ -110,10 +110,13 @@ def load_graph(path, keys=()):
     return G, d
 
 
-def write_csv(path, rows):
-    """Rows (dicts with the same keys) as a CSV file, written atomically."""
+def write_csv(path, rows, columns=None):
+    """Rows (dicts with the same keys) as a CSV file, written atomically. columns: the header when
+    there may be no rows (then a header-only file); without it an empty ``rows`` is an error."""
+    if not rows and columns is None:
+        raise ValueError(f"{path}: no rows to write and no columns given")
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buf, fieldnames=list(columns) if columns is not None else list(rows[0]))
     writer.writeheader()
     writer.writerows(rows)
     with atomic_path(path) as tmp:

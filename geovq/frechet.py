@@ -113,7 +113,9 @@ def kernel_distance(
     feats_a, feats_b, *, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE, seed: int = 0
 ) -> tuple[float, float]:
     """Kernel Inception Distance (Bińkowski et al. 2018): (mean, std) of :func:`mmd2_unbiased` over
-    ``subsets`` random subsets of ``m = min(subset_size, N_a, N_b)`` rows of each set.
+    ``subsets`` random subsets of ``m = min(subset_size, N_a // 2, N_b // 2)`` rows of each set (at
+    most half a set, so that the std is a spread over distinct subsets, not 0; torchmetrics takes
+    min(subset_size, N) and so agrees wherever N >= 2 subset_size).
 
     As torchmetrics' ``KernelInceptionDistance``: each subset takes the first m rows of a fresh
     permutation of a, then of b; the std is over subsets with ``ddof=0``. Unbiased, so it can be
@@ -121,7 +123,8 @@ def kernel_distance(
     one pass over the kernel matrices (indicator vectors), not one kernel per subset.
     """
     a, b = _features(feats_a), _features(feats_b)
-    m = min(subset_size, len(a), len(b))
+    # at most half of each set: subsets of a whole set would all be that set, with a spread of 0
+    m = max(2, min(subset_size, len(a) // 2, len(b) // 2))
     rng = np.random.default_rng(seed)
     ua, ub = np.zeros((len(a), subsets)), np.zeros((len(b), subsets))
     for s in range(subsets):

@@ -245,7 +245,8 @@ def image_distances(
     dtype=torch.float32,
     fuse=True,
     channels_last=True,
-) -> np.ndarray:
+    targets=None,
+):
     """What quantizing a test cell to each pool node does to its image: (T, m) float64.
 
     D[t, j] = ‖decode(Z_n with cell (h, w) replaced by x_nodes[pools[t, j]]) − decode(Z_n)‖ (flattened
@@ -255,6 +256,9 @@ def image_distances(
     module's) in `dtype`, batch_size decodes per call. fuse: decode through `geovq.jvp.for_jvp`
     (the same function, faster: BatchNorm folded, upsample + conv fused); channels_last: the
     grids' memory layout (what the fused convolutions are fastest on).
+    targets: None, or {name: f} with f mapping decoded images (B, P) to features (B, Q): then
+    {name: (T, m)} of ‖f(decode(...)) − f(decode(Z_n))‖, every target from the same decodes (e.g.
+    `bernoulli_hellinger_features` for the Hellinger distance of Bernoulli images).
     """
     Z = _check_grid(Z)
     n, h, w = _split_cells(cells, Z)
@@ -266,7 +270,8 @@ def image_distances(
     device = _resolve_device(decode, device)
     if fuse:
         decode = for_jvp(decode)
-    out = np.empty(T * m, dtype=np.float64)
+    fs = {None: lambda y: y} if targets is None else dict(targets)
+    out = {name: np.empty(T * m, dtype=np.float64) for name in fs}
     t_of = np.repeat(np.arange(T), m)
     node = pools.ravel()
 
@@ -278,15 +283,28 @@ def image_distances(
 
     with _evaluating(decode):
         base = torch.cat([run(grids(np.arange(s, min(s + batch_size, T)))) for s in range(0, T, batch_size)])
+        base = {name: f(base) for name, f in fs.items()}
         for s in range(0, T * m, batch_size):
             t = t_of[s : s + batch_size]
             z = grids(t)
             r = torch.arange(len(t), device=device)
             hh, ww = torch.as_tensor(h[t], device=device), torch.as_tensor(w[t], device=device)
             z[r, :, hh, ww] = torch.as_tensor(x_nodes[node[s : s + batch_size]], device=device, dtype=dtype)
-            diff = run(z) - base[torch.as_tensor(t, device=device)]
-            out[s : s + len(t)] = torch.linalg.vector_norm(diff.double(), dim=1).cpu().numpy()
-    return out.reshape(T, m)
+            y = run(z)
+            for name, f in fs.items():
+                diff = f(y) - base[name][torch.as_tensor(t, device=device)]
+                out[name][s : s + len(t)] = torch.linalg.vector_norm(diff.double(), dim=1).cpu().numpy()
+    out = {name: d.reshape(T, m) for name, d in out.items()}
+    return out[None] if targets is None else out
+
+
+def bernoulli_hellinger_features(p):
+    """(√p, √(1 − p)) of Bernoulli means p (B, P): their Euclidean distance is √2 × the Hellinger
+    distance of the two product-Bernoulli images, whose local form is the Fisher–Rao metric (up to a
+    factor 4): the finite-distance target that the `fisher` metric approximates, as the mean image's
+    L2 distance is the one the `riemannian` metric approximates."""
+    p = p.clamp(0, 1)
+    return torch.cat([p.sqrt(), (1 - p).sqrt()], dim=1)
 
 
 def _k_nearest(d, k):
@@ -294,7 +312,9 @@ def _k_nearest(d, k):
     return np.argsort(d, axis=1, kind="stable")[:, :k]
 
 
-def neighbourhood_preservation(image_dist, latent, *, pools=None, k=10, n_boot=1000, level=0.95, seed=0):
+def neighbourhood_preservation(
+    image_dist, latent, *, pools=None, k=10, n_boot=1000, level=0.95, seed=0, reference=None
+):
     """Do the latent distances pick the train nodes that change the decoded image least?
 
     For each test cell t the overlap |N_k^latent(t) ∩ N_k^image(t)| / k of its k nearest pool nodes
@@ -317,6 +337,9 @@ def neighbourhood_preservation(image_dist, latent, *, pools=None, k=10, n_boot=1
         overlap, resampling test cells with replacement n_boot times (seeded; the same resamples
         for every distance, so the intervals are paired).
     overlap : {name: (T,) float64 per-cell overlaps}.
+    reference : a name of `latent`: each row then also has diff (its mean overlap minus the
+        reference's over the same test cells) and its paired interval (diff_lo, diff_hi) from the
+        same resamples.
     """
     img = np.asarray(image_dist, dtype=np.float64)
     if img.ndim != 2 or np.isnan(img).any():
@@ -354,6 +377,14 @@ def neighbourhood_preservation(image_dist, latent, *, pools=None, k=10, n_boot=1
                 "chance": k / m,
             }
         )
+    if reference is not None:
+        if reference not in overlap:
+            raise ValueError(f"reference={reference!r} is not one of the latent distances {list(overlap)}")
+        ref = overlap[reference]
+        for row in rows:
+            d = overlap[row["distance"]] - ref
+            lo, hi = np.quantile(d[boot].mean(axis=1), [alpha, 1 - alpha])
+            row.update(reference=reference, diff=float(d.mean()), diff_lo=float(lo), diff_hi=float(hi))
     return rows, overlap
 
 

@@ -172,6 +172,9 @@ def test_kid_near_zero_for_one_distribution_and_positive_for_a_shifted_one():
     kid_shift, std_shift = kernel_distance(x, y + 0.25)
     assert kid_shift > 10 * std_shift and kid_shift > 10 * abs(kid)
     assert kernel_distance(x, y, seed=3) == kernel_distance(x, y, seed=3)
+    # a set no larger than the subset size: subsets of half of it, so the spread is not 0
+    small = kernel_distance(x[:500], y[:500])
+    assert small[1] > 0
 
 
 @pytest.mark.filterwarnings("ignore:Metric `Kernel Inception Distance` will save")
@@ -181,7 +184,7 @@ def test_kid_equals_torchmetrics_on_the_same_features_and_subsets(monkeypatch):
 
     rng = np.random.default_rng(9)
     d = 12
-    a, b = rng.normal(size=(300, d)), rng.normal(size=(250, d)) * 1.1 + 0.1
+    a, b = rng.normal(size=(500, d)), rng.normal(size=(450, d)) * 1.1 + 0.1  # subsets of 200 <= half of each
     ours = kernel_distance(a, b, subsets=7, subset_size=200, seed=4)
     # torchmetrics draws a permutation of the real set, then one of the fake set, per subset: hand it
     # the permutations our seeded generator drew, in the same order

@@ -14,6 +14,7 @@ from torch import nn
 
 from geovq.codebook import to_cells
 from geovq.geometry import (
+    bernoulli_hellinger_features,
     candidate_pools,
     distance_ratios,
     euclidean_to_pool,
@@ -195,6 +196,39 @@ def test_image_distances_of_the_spatial_vae_fused_equal_plain_in_eval_mode():
         want = (model.decode(z) - model.decode(torch.from_numpy(Z[[1]]))).flatten(1).norm(dim=1)
     np.testing.assert_allclose(plain[1], want.numpy(), rtol=1e-5)
     np.testing.assert_allclose(fused, plain, rtol=1e-4, atol=1e-6)
+
+
+def test_image_distance_targets_share_the_decodes_and_hellinger_is_the_bernoulli_one():
+    """targets: one decode pass, one distance per feature map; the identity gives the plain distance,
+    bernoulli_hellinger_features the Hellinger distance of the two product-Bernoulli images (x sqrt 2)."""
+    from geovq.models import SpatialVAE
+
+    torch.manual_seed(1)
+    model = SpatialVAE((1, 8, 8), latent_channels=3, grid=2, channels=(4, 4)).eval()
+    rng = np.random.default_rng(19)
+    Z = rng.normal(size=(3, 3, 2, 2)).astype(np.float32)
+    x_nodes, pools = rng.normal(size=(20, 3)).astype(np.float32), candidate_pools(4, 20, m=6, seed=2)
+    args = (model.decode, Z, np.array([0, 5, 10, 3]), x_nodes, pools)
+    both = image_distances(*args, targets={"l2": lambda p: p, "hellinger": bernoulli_hellinger_features})
+    np.testing.assert_allclose(both["l2"], image_distances(*args), rtol=1e-6)
+    with torch.no_grad():  # cell 5 = image 1, position (0, 1), by hand
+        z = torch.from_numpy(Z[[1]]).repeat(6, 1, 1, 1)
+        z[:, :, 0, 1] = torch.from_numpy(x_nodes[pools[1]])
+        p, q = model.decode(z).flatten(1).double(), model.decode(torch.from_numpy(Z[[1]])).flatten(1).double()
+    hell = torch.sqrt(0.5 * ((p.sqrt() - q.sqrt()) ** 2 + ((1 - p).sqrt() - (1 - q).sqrt()) ** 2).sum(1))
+    np.testing.assert_allclose(both["hellinger"][1], np.sqrt(2) * hell.numpy(), rtol=1e-4)
+    assert not np.allclose(both["hellinger"] / both["hellinger"].max(), both["l2"] / both["l2"].max())
+
+
+def test_paired_differences_against_a_reference_distance():
+    img = np.tile(np.arange(10.0), (3, 1))
+    good, bad = img.copy(), img[:, ::-1].copy()  # the image ranking itself, and its reverse
+    rows, ov = neighbourhood_preservation(img, {"good": good, "bad": bad}, k=4, n_boot=200, reference="bad")
+    by = {r["distance"]: r for r in rows}
+    assert by["bad"]["diff"] == 0 and by["good"]["diff"] == pytest.approx(1.0)  # overlaps 1 and 0
+    assert by["good"]["diff_lo"] == pytest.approx(1.0) and by["good"]["diff_hi"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="reference"):
+        neighbourhood_preservation(img, {"good": good}, k=4, reference="nope")
 
 
 def test_new_cell_geodesic_matches_dijkstra_from_each_link():
@@ -424,3 +458,15 @@ def test_path_length_matches_a_reverse_mode_loop_in_the_cells_own_image():
             speeds.append(float(torch.linalg.vector_norm(J @ torch.as_tensor(b - a))))
         want.append(np.mean(speeds))
     np.testing.assert_allclose(got, want, rtol=1e-10)
+
+
+def test_empty_tables_are_header_only_or_refused(tmp_path):
+    """A geometry sheet of one quantizer has no pairs to agree, of no pull-back metric no path
+    integrals: a header-only CSV, never a crash on rows[0]; without a header an empty table is refused."""
+    from geovq.artifacts import write_csv
+
+    write_csv(tmp_path / "a.csv", [], columns=("a", "b"))
+    assert (tmp_path / "a.csv").read_text().strip() == "a,b"
+    with pytest.raises(ValueError, match="b.csv"):
+        write_csv(tmp_path / "b.csv", [])
+    assert not (tmp_path / "b.csv").exists()

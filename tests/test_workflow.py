@@ -106,6 +106,7 @@ def test_full_run_produces_table(done):
     for col in ("test_bits_per_token", "test_unigram_bits_per_token", "fd_samples_test", "fd_quant_recon_test"):
         assert np.isfinite(own[col]).all() and (own[col] > 0).all(), col
     assert (own.fd_samples_test_lo <= own.fd_samples_test_hi).all() and np.isfinite(own.kid_samples_test).all()
+    assert (own.kid_samples_test_std > 0).all()  # a spread over distinct subsets of the n_fd images
     # the table keeps 6 significant digits: each value of a few bits is within 5e-6 of the JSON's
     gain = own.test_unigram_bits_per_token - own.test_bits_per_token
     np.testing.assert_allclose(own.context_gain_bits_per_token, gain, rtol=0, atol=2e-5)
@@ -269,6 +270,7 @@ def test_geometry_sheet_contents(done):
     import itertools
 
     import pandas as pd
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     from geovq.config import validate
 
@@ -287,13 +289,22 @@ def test_geometry_sheet_contents(done):
         assert euc.loc["pairs", "q05"] >= 1 - 1e-6 and (ratios.n_undefined == 0).all()
         agree = pd.read_csv(a / "label_agreement.csv")
         assert sorted(zip(agree.a, agree.b)) == sorted(itertools.combinations(QS, 2))
-        assert agree.ari.between(-1, 1).all() and agree.nmi.between(0, 1).all()
+        codes = {q: np.load(a.parent / q / "codes_train.npz")["codes"].ravel() for q in QS}
+        for row in agree.itertuples():  # the codes of the same train cells, scored independently
+            assert row.n == len(codes[row.a])
+            assert row.ari == pytest.approx(adjusted_rand_score(codes[row.a], codes[row.b]), abs=1e-9)
+            assert row.nmi == pytest.approx(normalized_mutual_info_score(codes[row.a], codes[row.b]), abs=1e-9)
         nbh = pd.read_csv(a / "neighbourhood.csv")
         expected = ["euclidean (straight line)", "graph geodesic (euclidean)"]
         for m in METRICS:
             expected += [f"graph geodesic ({m})", f"{m} metric at the test cell"]
-        assert list(nbh.distance) == expected
-        assert ((nbh.lo <= nbh.overlap) & (nbh.overlap <= nbh.hi)).all() and nbh.overlap.between(0, 1).all()
+        for target in ("mean image L2", "Bernoulli Hellinger"):
+            rows = nbh[nbh.target == target]
+            assert list(rows.distance) == expected, target
+            ref = rows.overlap.iloc[0]  # every difference is against the straight line
+            np.testing.assert_allclose(rows["diff"], rows.overlap - ref, atol=1e-12)
+            assert rows["diff"].iloc[0] == 0 and ((rows.diff_lo <= rows["diff"]) & (rows["diff"] <= rows.diff_hi)).all()
+        assert ((nbh.lo <= nbh.overlap) & (nbh.overlap <= nbh.hi)).all()
         assert (nbh.overlap > nbh.chance).all()  # every latent distance knows something of the image
         path = pd.read_csv(a / "path_integral.csv")
         assert list(path.metric) == METRICS and (path.n == g["n_edges"]).all() and (path.mean_abs < 0.5).all()

@@ -8,6 +8,8 @@ how well the stored (trapezoid) edge lengths approximate the path integral of th
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from geovq import plots
@@ -16,6 +18,9 @@ from geovq.io import GeovqError, load_npz
 from geovq.stages.runner import device_of
 
 RATIO_STATS = ("n", "q05", "q25", "q50", "q75", "q95", "cv", "rel_iqr", "n_undefined")
+EUCLIDEAN = "euclidean (straight line)"  # the reference every other latent distance is compared with
+AGREEMENT_COLUMNS = ("a", "b", "n", "ari", "nmi")
+PATH_COLUMNS = ("metric", "n_steps", "n", "mean", "std", "q05", "q25", "q50", "q75", "q95", "mean_abs")
 
 
 def _by_name(paths, names):
@@ -34,6 +39,7 @@ def geometry(inp, out, params, log):
     Gg, d = load_graph(inp.graph, ("nodes", "x"))
     nodes, x = d["nodes"], d["x"]
     lengths = {"euclidean": Gg}
+    files = {"euclidean": inp.graph, **_by_name(inp.lengths, params.metrics)}
     node_metrics = {}
     for m, path in _by_name(inp.lengths, params.metrics).items():
         L, dm = load_graph(path, ("nodes", "metrics"))
@@ -48,7 +54,8 @@ def geometry(inp, out, params, log):
     # 1. geodesic / Euclidean ratios over random node pairs and along the kNN edges
     rows, ratios = [], {}
     for kind, L in lengths.items():
-        r = geo.distance_ratios(L, x, n_pairs=g["n_pairs"], n_sources=g["n_sources"], seed=rng_seed)
+        with _naming(files[kind]):
+            r = geo.distance_ratios(L, x, n_pairs=g["n_pairs"], n_sources=g["n_sources"], seed=rng_seed)
         ratios[kind] = r
         for row in r["summary"]:
             rows.append({"edge_lengths": kind, **{k: row[k] for k in ("kind", *RATIO_STATS)}})
@@ -65,8 +72,8 @@ def geometry(inp, out, params, log):
             raise GeovqError(f"{path}: codes of other train images than {inp.codes_train[0]}")
         index = c["image_index"]
         labels[q] = c["codes"].ravel()
-    agreement = geo.label_agreement(labels)
-    write_csv(out.agreement, agreement)
+    agreement = geo.label_agreement(labels) if len(labels) > 1 else []  # one quantizer: no pair
+    write_csv(out.agreement, agreement, columns=AGREEMENT_COLUMNS)
 
     # 3. neighbourhood preservation: sampled test cells, each against its own pool of train nodes
     C, H, W = mu_test.shape[1:]
@@ -75,10 +82,21 @@ def geometry(inp, out, params, log):
     test_cells = np.sort(rng.choice(len(mu_test) * H * W, size=T, replace=False))
     x_test = to_cells(mu_test)[test_cells]
     pools = geo.candidate_pools(T, len(nodes), g["pool"], seed=rng_seed)
-    mean_decode, _ = pullback(model, "riemannian")
-    img = geo.image_distances(mean_decode, mu_test, test_cells, x, pools, device=device)
+    mean_decode, _ = pullback(model, "riemannian")  # the Bernoulli means p
+    # two image-space targets: the mean images' L2 distance (what the riemannian metric is the local
+    # form of, and what the study's MSE measures) and the Hellinger distance of the Bernoulli images
+    # (what the fisher metric is the local form of): neither distance is favoured by construction
+    targets = geo.image_distances(
+        mean_decode,
+        mu_test,
+        test_cells,
+        x,
+        pools,
+        device=device,
+        targets={"mean image L2": lambda p: p, "Bernoulli Hellinger": geo.bernoulli_hellinger_features},
+    )
     nbr, nbr_euc, _ = knn_query(x, x_test, params.graph_k, seed=rng_seed)
-    latent = {"euclidean (straight line)": geo.euclidean_to_pool(x_test, x, pools)}
+    latent = {EUCLIDEAN: geo.euclidean_to_pool(x_test, x, pools)}
     latent["graph geodesic (euclidean)"] = geo.new_cell_geodesic(Gg, nbr, nbr_euc.astype(np.float64), pools)
     for m in params.metrics:
         decode, weight = pullback(model, m)
@@ -89,33 +107,52 @@ def geometry(inp, out, params, log):
         latent[f"{m} metric at the test cell"] = np.sqrt(
             np.maximum(np.einsum("tmc,tcd,tmd->tm", delta, G_t.astype(np.float64), delta), 0)
         )
-    nbh, _ = geo.neighbourhood_preservation(img, latent, k=g["k"], n_boot=g["n_boot"], seed=rng_seed)
-    for row in nbh:
-        log(f"neighbourhood overlap {row['distance']}: {row['overlap']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}]")
+    nbh = []
+    for target, img in targets.items():
+        rows, _ = geo.neighbourhood_preservation(
+            img, latent, k=g["k"], n_boot=g["n_boot"], seed=rng_seed, reference=EUCLIDEAN
+        )
+        for row in rows:
+            nbh.append({"target": target, **row})
+            log(
+                f"neighbourhood overlap with {target}, {row['distance']}: {row['overlap']:.3f} "
+                f"[{row['lo']:.3f}, {row['hi']:.3f}]; minus straight line {row['diff']:+.3f} "
+                f"[{row['diff_lo']:+.3f}, {row['diff_hi']:+.3f}]"
+            )
     write_csv(out.neighbourhood, nbh)
 
     # 4. stored (trapezoid) edge lengths against the path integral of the metric
     rows, rel = [], {}
     for m in params.metrics:
         decode, weight = pullback(model, m)
-        chk = geo.trapezoid_check(
-            decode,
-            mu_train,
-            lengths[m],
-            nodes,
-            x,
-            n_edges=g["n_edges"],
-            n_steps=g["n_steps"],
-            weight=weight,
-            seed=rng_seed,
-            device=device,
-        )
+        with _naming(files[m]):
+            chk = geo.trapezoid_check(
+                decode,
+                mu_train,
+                lengths[m],
+                nodes,
+                x,
+                n_edges=g["n_edges"],
+                n_steps=g["n_steps"],
+                weight=weight,
+                seed=rng_seed,
+                device=device,
+            )
         rel[m] = chk["rel_err"]
         rows.append({"metric": m, "n_steps": g["n_steps"], **chk["summary"]})
         log(f"{m}: trapezoid vs path integral, mean |rel. error| {chk['summary']['mean_abs']:.3g}")
-    write_csv(out.path_integral, rows)
+    write_csv(out.path_integral, rows, columns=PATH_COLUMNS)  # no pull-back metric: a header only
 
     _figure(out.figure, ratios, nbh, agreement, rel, params)
+
+
+@contextlib.contextmanager
+def _naming(path):
+    """A geovq.geometry complaint about the data (ValueError) as one line naming the file it came from."""
+    try:
+        yield
+    except ValueError as e:
+        raise GeovqError(f"{path}: {e}") from None
 
 
 def _figure(path, ratios, nbh, agreement, rel, params):
@@ -141,16 +178,22 @@ def _figure(path, ratios, nbh, agreement, rel, params):
     ax.legend(fontsize="x-small")
     ax.grid(alpha=0.3)
     ax = axes[0, 1]
-    names = [row["distance"] for row in nbh]
-    ov = np.array([row["overlap"] for row in nbh])
-    err = np.array([[row["overlap"] - row["lo"] for row in nbh], [row["hi"] - row["overlap"] for row in nbh]])
-    ax.barh(np.arange(len(nbh)), ov, xerr=err, color="0.6", edgecolor="k", capsize=3)
-    ax.axvline(nbh[0]["chance"], color="k", ls=":", label="chance")
-    ax.set_yticks(np.arange(len(nbh)), names, fontsize="x-small")
-    ax.set_xlabel(f"overlap with image-space {nbh[0]['k']}-NN (95 % CI)")
+    names = list(dict.fromkeys(row["distance"] for row in nbh))
+    tgts = list(dict.fromkeys(row["target"] for row in nbh))
+    height = 0.8 / max(len(tgts), 1)
+    for i, tgt in enumerate(tgts):
+        rows = [row for row in nbh if row["target"] == tgt]
+        ov = np.array([row["overlap"] for row in rows])
+        err = np.array([[row["overlap"] - row["lo"] for row in rows], [row["hi"] - row["overlap"] for row in rows]])
+        y = np.arange(len(rows)) + (i - (len(tgts) - 1) / 2) * height
+        ax.barh(y, ov, height=height, xerr=err, color=str(0.4 + 0.4 * i), edgecolor="k", capsize=2, label=tgt)
+    if nbh:
+        ax.axvline(nbh[0]["chance"], color="k", ls=":", label="chance")
+        ax.set_xlabel(f"overlap with image-space {nbh[0]['k']}-NN (95 % CI)")
+    ax.set_yticks(np.arange(len(names)), names, fontsize="x-small")
     ax.legend(fontsize="x-small")
     ax = axes[1, 0]
-    qs = list(dict.fromkeys([a["a"] for a in agreement] + [a["b"] for a in agreement]))
+    qs = list(dict.fromkeys([a["a"] for a in agreement] + [a["b"] for a in agreement])) or list(params.quantizers)
     M = np.eye(len(qs))
     for a in agreement:
         i, j = qs.index(a["a"]), qs.index(a["b"])
