@@ -24,16 +24,31 @@ def owner_module(decode):
 
 
 def _fold_batchnorm(conv, bn):
-    """Conv2d followed by an eval-mode BatchNorm2d as one Conv2d (the same affine map)."""
+    """Conv2d or ConvTranspose2d followed by an eval-mode BatchNorm2d as one conv (the same affine map)."""
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight
     fused = copy.deepcopy(conv)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     shift = bn.bias if bn.bias is not None else torch.zeros_like(bn.running_mean)
-    fused.weight = nn.Parameter(conv.weight * scale[:, None, None, None], requires_grad=False)
+    if isinstance(conv, nn.ConvTranspose2d):  # weight (in, out / groups, kh, kw), out = (group, j)
+        g = conv.groups
+        weight = (conv.weight.unflatten(0, (g, -1)) * scale.view(g, 1, -1, 1, 1)).flatten(0, 1)
+    else:
+        weight = conv.weight * scale[:, None, None, None]
+    fused.weight = nn.Parameter(weight, requires_grad=False)
     fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
     return fused
+
+
+def _folds(conv, bn):
+    """Whether `bn` after `conv` folds into it (_fold_batchnorm)."""
+    return (
+        isinstance(bn, nn.BatchNorm2d)
+        and type(conv) in (nn.Conv2d, nn.ConvTranspose2d)
+        and bn.track_running_stats
+        and bn.running_var is not None
+    )
 
 
 def _pair(v):
@@ -123,13 +138,7 @@ def _rewrite(seq):
     """The children of an nn.Sequential with BN folded into the convs, then upsample + conv fused."""
     folded = []
     for m in seq:
-        if (
-            isinstance(m, nn.BatchNorm2d)
-            and folded
-            and isinstance(folded[-1], nn.Conv2d)
-            and m.track_running_stats
-            and m.running_var is not None
-        ):
+        if folded and _folds(folded[-1], m):
             folded[-1] = _fold_batchnorm(folded[-1], m)
         else:
             folded.append(m)
@@ -150,7 +159,7 @@ def _fusable(module):
         if isinstance(seq, nn.Sequential):
             mods = list(seq)
             for m, nxt in zip(mods, mods[1:]):
-                if (isinstance(m, nn.Conv2d) and isinstance(nxt, nn.BatchNorm2d)) or _UpsampleConv.applies(m, nxt):
+                if _folds(m, nxt) or _UpsampleConv.applies(m, nxt):
                     return True
     return False
 
@@ -158,9 +167,9 @@ def _fusable(module):
 def for_jvp(decode):
     """`decode` computing the same function, rewritten for fast forward-mode AD in eval mode.
 
-    In every nn.Sequential of the decoder's module: Conv2d + BatchNorm2d (running statistics, i.e.
-    eval mode) become one Conv2d, and nearest 2x Upsample + 3x3 conv become one conv on the
-    small map + a pixel shuffle (`_UpsampleConv`). Outputs agree to float32 rounding
+    In every nn.Sequential of the decoder's module: Conv2d or ConvTranspose2d + BatchNorm2d
+    (running statistics, i.e. eval mode) become one conv, and nearest 2x Upsample + 3x3 conv
+    become one conv on the small map + a pixel shuffle (`_UpsampleConv`). Outputs agree to float32 rounding
     (tests/test_riemann.py, tests/test_jvp.py). Works on a deep copy; returns `decode` itself when
     there is nothing to rewrite or no module behind it. Only for eval-mode use: BatchNorm is
     folded with its running statistics. Speed-ups: benchmarks/README.md (bench_riemann.py)."""
@@ -180,11 +189,12 @@ def for_jvp(decode):
 
 # --- primal and tangents as one batch ----------------------------------------------------------
 #
-# A feed-forward decoder made of affine maps (Linear, Conv2d, eval BatchNorm), linear reshapes
-# and resamplings, and pointwise nonlinearities has a simple forward mode: stack the primal
-# batch and its tangents along dim 0 into blocks [z; t_1; ...; t_T] and run every linear map
-# on the whole stack (the bias only on the primal block), every pointwise f as f on the primal
-# block and multiplication by f'(primal) on the tangent blocks. Each layer is then one
+# A feed-forward decoder made of affine maps (Linear, Conv, ConvTranspose, eval BatchNorm),
+# linear reshapes and resamplings (nearest, bilinear, ...), pointwise nonlinearities and
+# GroupNorm has a simple forward mode: stack the primal batch and its tangents along dim 0 into
+# blocks [z; t_1; ...; t_T] and run every linear map on the whole stack (the bias only on the
+# primal block), every pointwise f as f on the primal block and multiplication by f'(primal) on
+# the tangent blocks, GroupNorm by its derivative at the primal's statistics. Each layer is then one
 # large call - the cost of a plain forward pass over (1 + T) x B inputs - where torch.func's
 # forward-mode AD runs separate primal and tangent calls and, for a convolution, an extra
 # convolution with a zero weight tangent and an add. Anything else is refused (`Unsupported`),
@@ -200,7 +210,8 @@ def _relu(p):
 
 
 def _leaky(slope):
-    return lambda p: (None, torch.where(p > 0, 1.0, slope).to(p.dtype))
+    # the slope in p's dtype (torch.where of two Python floats would round it to float32)
+    return lambda p: (None, torch.where(p > 0, 1.0, p.new_full((), slope)))
 
 
 def _sigmoid(p):
@@ -221,15 +232,52 @@ def _softplus(beta, threshold):
     return rule
 
 
+def _elu(alpha):
+    # f'(0) = alpha, as torch's elu_backward
+    return lambda p: (F.elu(p, alpha), torch.where(p > 0, 1.0, alpha * torch.exp(p)))
+
+
+def _silu(p):
+    s = torch.sigmoid(p)
+    return F.silu(p), s * (1 + p * (1 - s))
+
+
+def _gelu(approximate):
+    if approximate == "none":  # x Φ(x): Φ(x) + x φ(x)
+
+        def rule(p):
+            cdf = 0.5 * (1 + torch.erf(p * 0.5**0.5))
+            return F.gelu(p), cdf + p * torch.exp(-0.5 * p * p) * (2 * torch.pi) ** -0.5
+
+    elif approximate == "tanh":  # x (1 + tanh u) / 2, u = k (x + c x³)
+
+        def rule(p):
+            k, c = (2 / torch.pi) ** 0.5, 0.044715
+            th = torch.tanh(k * (p + c * p * p * p))
+            return F.gelu(p, approximate="tanh"), 0.5 * (1 + th) + 0.5 * p * (1 - th * th) * k * (1 + 3 * c * p * p)
+
+    else:
+        raise Unsupported(f"GELU approximate={approximate!r}")
+    return rule
+
+
+def _arg(args, kwargs, i, name, default):
+    """Argument `name` of a call, given at position i or by keyword."""
+    return args[i] if len(args) > i else kwargs.get(name, default)
+
+
 # pointwise f: rule(primal) -> (f(primal), f'(primal)); f(primal) None when f is positively
-# homogeneous (f(p) = f'(p) p), so one multiplication serves every block
+# homogeneous (f(p) = f'(p) p), so one multiplication serves every block. Functions map the
+# call's (args, kwargs) to their rule.
 _POINTWISE_FUNCTIONS = {
-    torch.relu: _relu,
-    F.relu: _relu,
-    torch.sigmoid: _sigmoid,
-    F.sigmoid: _sigmoid,
-    torch.tanh: _tanh,
-    F.tanh: _tanh,
+    **dict.fromkeys((torch.relu, F.relu), lambda a, k: _relu),
+    **dict.fromkeys((torch.sigmoid, F.sigmoid), lambda a, k: _sigmoid),
+    **dict.fromkeys((torch.tanh, F.tanh), lambda a, k: _tanh),
+    F.silu: lambda a, k: _silu,
+    F.leaky_relu: lambda a, k: _leaky(_arg(a, k, 1, "negative_slope", 0.01)),
+    F.softplus: lambda a, k: _softplus(_arg(a, k, 1, "beta", 1.0), _arg(a, k, 2, "threshold", 20.0)),
+    F.elu: lambda a, k: _elu(_arg(a, k, 1, "alpha", 1.0)),
+    F.gelu: lambda a, k: _gelu(_arg(a, k, 1, "approximate", "none")),
 }
 _POINTWISE_METHODS = {"relu": _relu, "sigmoid": _sigmoid, "tanh": _tanh}
 # linear maps that act on each batch element alike: applied to the whole stack as they are
@@ -262,13 +310,26 @@ def _add_bias(y, bias, blocks):
     return y
 
 
-def _affine(m, x, blocks):
-    """Linear / Conv / eval BatchNorm on a stack: the linear part on every block, the offset on
-    the primal block only. None for other modules."""
+_CONV_TRANSPOSE = {
+    nn.ConvTranspose1d: F.conv_transpose1d,
+    nn.ConvTranspose2d: F.conv_transpose2d,
+    nn.ConvTranspose3d: F.conv_transpose3d,
+}
+
+
+def _affine(m, x, blocks, output_size=None):
+    """Linear / Conv / ConvTranspose / eval BatchNorm on a stack: the linear part on every block,
+    the offset on the primal block only. None for other modules. output_size: ConvTranspose's
+    forward argument (its output padding, as its forward pass computes it)."""
     if type(m) is nn.Linear:
         return _add_bias(F.linear(x, m.weight), m.bias, blocks)
     if type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
         return _add_bias(m._conv_forward(x, m.weight, None), m.bias, blocks)
+    if type(m) in _CONV_TRANSPOSE:
+        d = len(m.kernel_size)
+        pad = m._output_padding(x, output_size, m.stride, m.padding, m.kernel_size, d, m.dilation)
+        y = _CONV_TRANSPOSE[type(m)](x, m.weight, None, m.stride, m.padding, pad, m.groups, m.dilation)
+        return _add_bias(y, m.bias, blocks)
     if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training and m.running_var is not None:
         scale = torch.rsqrt(m.running_var + m.eps)
         if m.weight is not None:
@@ -276,6 +337,29 @@ def _affine(m, x, blocks):
         shift = -m.running_mean * scale + (m.bias if m.bias is not None else 0)
         return _add_bias(x * scale.view(-1, *([1] * (x.ndim - 2))), shift, blocks)
     return None
+
+
+def _group_norm(x, groups, weight, bias, eps, blocks):
+    """GroupNorm on a stack. Not affine in its input: each sample's groups are normalized by
+    their own statistics. The primal block runs as it is; a tangent t of a group whose primal
+    x has mean μ and σ = sqrt(biased variance + eps), x̂ = (x - μ) / σ, maps to
+    (t - mean(t) - x̂ mean(x̂ t)) / σ times the weight (means over the group's channels and
+    pixels, per sample): the derivative of x̂, as dμ = mean(t) and dσ = mean(x̂ t)."""
+    B = x.shape[0] // blocks
+    out = torch.empty_like(x)  # in x's memory format
+    out[:B] = F.group_norm(x[:B], groups, weight, bias, eps)
+    p = x[:B].unflatten(1, (groups, -1))  # (B, G, C / G, *spatial): a view in any layout
+    dims = tuple(range(2, p.ndim))
+    var, mean = torch.var_mean(p, dim=dims, correction=0, keepdim=True)
+    rstd = torch.rsqrt(var + eps)
+    xhat = (p - mean) * rstd
+    t = x[B:].unflatten(0, (blocks - 1, B)).unflatten(2, (groups, -1))  # (T, B, G, C / G, *spatial)
+    dims = tuple(range(3, t.ndim))
+    dt = (t - t.mean(dims, keepdim=True) - xhat * (xhat * t).mean(dims, keepdim=True)) * rstd
+    if weight is not None:
+        dt = dt * weight.view(groups, -1, *([1] * (x.ndim - 2)))
+    out[B:] = dt.flatten(0, 1).flatten(1, 2)
+    return out
 
 
 class _Phased:
@@ -337,6 +421,12 @@ def _module_rule(m):
         return _tanh
     if isinstance(m, nn.Softplus):
         return _softplus(m.beta, m.threshold)
+    if isinstance(m, nn.ELU):
+        return _elu(m.alpha)
+    if isinstance(m, nn.SiLU):
+        return _silu
+    if isinstance(m, nn.GELU):
+        return _gelu(m.approximate)
     return None
 
 
@@ -375,8 +465,9 @@ class Linearized:
                 isinstance(m, _LINEAR_MODULES)
                 or _module_rule(m) is not None
                 or isinstance(m, _UpsampleConv)
-                or type(m) in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+                or type(m) in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, *_CONV_TRANSPOSE)
                 or (isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None)
+                or isinstance(m, nn.GroupNorm)
             )
             if isinstance(m, (nn.Flatten, nn.Unflatten)) and getattr(m, "start_dim", getattr(m, "dim", 1)) == 0:
                 ok = False
@@ -385,7 +476,7 @@ class Linearized:
                 node.target in _POINTWISE_FUNCTIONS
                 or node.target in _LINEAR_FUNCTIONS
                 or node.target
-                in (F.leaky_relu, F.softplus, operator.add, operator.mul, operator.truediv, operator.getitem, torch.add)
+                in (F.group_norm, operator.add, operator.mul, operator.truediv, operator.getitem, torch.add)
                 or (node.target is getattr and node.args[1] in _SHAPE_ACCESS)
             )
         elif node.op == "call_method":
@@ -402,9 +493,7 @@ class Linearized:
             return isinstance(m, _UpsampleConv) or _module_rule(m) is not None
         if node.op == "call_method":
             return node.target in _POINTWISE_METHODS
-        return node.op == "call_function" and (
-            node.target in _POINTWISE_FUNCTIONS or node.target in (F.leaky_relu, F.softplus)
-        )
+        return node.op == "call_function" and node.target in _POINTWISE_FUNCTIONS
 
     def __call__(self, x, blocks, pixel_order=True):
         """pixel_order=False: the output's elements may come permuted within each sample
@@ -466,7 +555,10 @@ class Linearized:
             if isinstance(m, _UpsampleConv):
                 fresh.add(node)
                 return _upsample_conv(m, args[0], blocks)
-            y = _affine(m, args[0], blocks)
+            if isinstance(m, nn.GroupNorm):
+                fresh.add(node)
+                return _group_norm(args[0], m.num_groups, m.weight, m.bias, m.eps, blocks)
+            y = _affine(m, args[0], blocks, _arg(args, kwargs, 1, "output_size", None))
             rule = _module_rule(m)
             if y is not None or rule is not None:
                 fresh.add(node)
@@ -494,17 +586,16 @@ class Linearized:
             if t is operator.getitem and isinstance(args[0], torch.Tensor):
                 raise Unsupported("indexing a tensor that depends on the input")
             return t(*args, **kwargs)
-        if t in _POINTWISE_FUNCTIONS or t in (F.leaky_relu, F.softplus):
-            fresh.add(node)
         if t in _POINTWISE_FUNCTIONS:
-            return _pointwise(_POINTWISE_FUNCTIONS[t], args[0], blocks, in_place)
-        if t is F.leaky_relu:
-            slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
-            return _pointwise(_leaky(slope), args[0], blocks, in_place)
-        if t is F.softplus:
-            beta = args[1] if len(args) > 1 else kwargs.get("beta", 1.0)
-            threshold = args[2] if len(args) > 2 else kwargs.get("threshold", 20.0)
-            return _pointwise(_softplus(beta, threshold), args[0], blocks, in_place)
+            fresh.add(node)
+            return _pointwise(_POINTWISE_FUNCTIONS[t](args, kwargs), args[0], blocks, in_place)
+        if t is F.group_norm:
+            if inputs != list(node.args[:1]):
+                raise Unsupported("F.group_norm with an input-dependent weight or bias")
+            fresh.add(node)
+            weight, bias = _arg(args, kwargs, 2, "weight", None), _arg(args, kwargs, 3, "bias", None)
+            groups, eps = _arg(args, kwargs, 1, "num_groups", None), _arg(args, kwargs, 4, "eps", 1e-5)
+            return _group_norm(args[0], groups, weight, bias, eps, blocks)
         if t in _LINEAR_FUNCTIONS:
             if t is torch.flatten and (args[1] if len(args) > 1 else kwargs.get("start_dim", 0)) == 0:
                 raise Unsupported("torch.flatten over the batch dimension")

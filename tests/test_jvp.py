@@ -1,4 +1,4 @@
-"""The stacked forward-mode pass (geovq.jvp.Linearized) against torch.func.jvp, and its refusals."""
+"""Linearized (the stacked forward-mode pass) against torch.func.jvp and reverse-mode Jacobians; its refusals."""
 
 import numpy as np
 import pytest
@@ -122,6 +122,212 @@ def test_output_in_phase_order_is_a_permutation():
     torch.testing.assert_close(a, vae.decode(z), rtol=0, atol=1e-12)
     assert not torch.equal(a.flatten(1), b.flatten(1))
     torch.testing.assert_close(a.flatten(1).sort(1).values, b.flatten(1).sort(1).values, rtol=0, atol=0)
+
+
+# --- the layers of the decoders researchers bring, against reverse-mode Jacobians ----------------
+
+
+def _check_reverse_mode(decode, Z, n_tan=3, fuse=True, atol=1e-9):
+    """Linearized(decode) and cell_metrics(method="stacked") in float64 against the reverse-mode
+    Jacobian of each whole image (torch.autograd.functional.jacobian): decode(Z) and J t for random
+    tangents t, and JᵀJ of every cell. method="stacked" raises Unsupported rather than fall back
+    to torch.func, so the stacked path is the one checked."""
+    N, C, H, W = Z.shape
+    J = torch.stack(
+        [
+            torch.autograd.functional.jacobian(lambda z: decode(z[None]).reshape(-1), Z[n], vectorize=True)
+            for n in range(N)
+        ]
+    )  # (N, P, C, H, W)
+    t = torch.randn(n_tan, *Z.shape, generator=torch.Generator().manual_seed(0), dtype=Z.dtype)
+    with torch.no_grad():
+        out = Linearized(decode)(torch.cat([Z[None], t]).flatten(0, 1), 1 + n_tan)
+        ref = decode(Z).flatten(1)
+    out = out.unflatten(0, (1 + n_tan, N)).flatten(2)
+    torch.testing.assert_close(out[0], ref, rtol=0, atol=atol)
+    torch.testing.assert_close(out[1:], torch.einsum("npchw,tnchw->tnp", J, t), rtol=0, atol=atol)
+    G = cell_metrics(decode, Z, np.arange(N * H * W), dtype=torch.float64, method="stacked", fuse=fuse)
+    Jc = J.permute(0, 3, 4, 1, 2).flatten(0, 2)  # (cell n*H*W + h*W + w, P, C)
+    G_ref = (Jc.transpose(1, 2) @ Jc).numpy()
+    np.testing.assert_allclose(G, G_ref, rtol=1e-6, atol=1e-6 * np.abs(G_ref).max())  # G comes back in float32
+
+
+def _randomize_affine(module, seed):
+    """GroupNorm weights and biases far from (1, 0), so that a rule dropping them shows."""
+    g = torch.Generator().manual_seed(seed)
+    for m in module.modules():
+        if isinstance(m, nn.GroupNorm) and m.affine:
+            m.weight.data.copy_(1 + 0.5 * torch.randn(m.num_channels, generator=g))
+            m.bias.data.copy_(0.5 * torch.randn(m.num_channels, generator=g))
+
+
+class _Around(nn.Module):
+    """1x1 conv -> 3 tanh -> `layer` -> sigmoid -> 3x3 conv: the layer under test sees inputs
+    in (-3, 3), on both sides of kinks and thresholds, and a nonlinearity after it makes its
+    primal output matter too. `layer` is a module or a function (traced as the call it makes)."""
+
+    def __init__(self, layer, c_in=3, c=4):
+        super().__init__()
+        self.pre, self.post = nn.Conv2d(c_in, c, 1), nn.Conv2d(c, 2, 3, padding=1)
+        self.layer = layer
+
+    def forward(self, z):
+        return self.post(torch.sigmoid(self.layer(3 * torch.tanh(self.pre(z)))))
+
+
+def _check_layer(layer, seed=0, grid=3):
+    torch.manual_seed(seed)
+    net = _Around(layer).double()
+    _randomize_affine(net, seed)
+    _check_reverse_mode(net.eval(), torch.randn(2, 3, grid, grid, dtype=torch.float64))
+
+
+_ACTIVATIONS = {
+    "ReLU": nn.ReLU(),
+    "F.relu": F.relu,
+    "torch.relu": torch.relu,
+    ".relu": lambda y: y.relu(),
+    "LeakyReLU": nn.LeakyReLU(0.2),
+    "F.leaky_relu": lambda y: F.leaky_relu(y, 0.2),
+    "F.leaky_relu-kw": lambda y: F.leaky_relu(y, negative_slope=0.3),
+    "ELU": nn.ELU(),
+    "ELU-0.7": nn.ELU(alpha=0.7),
+    "F.elu": F.elu,
+    "F.elu-1.3": lambda y: F.elu(y, alpha=1.3),
+    "SiLU": nn.SiLU(),
+    "F.silu": F.silu,
+    "GELU": nn.GELU(),
+    "GELU-tanh": nn.GELU(approximate="tanh"),
+    "F.gelu": F.gelu,
+    "F.gelu-tanh": lambda y: F.gelu(y, approximate="tanh"),
+    "Tanh": nn.Tanh(),
+    "torch.tanh": torch.tanh,
+    "F.tanh": F.tanh,
+    ".tanh": lambda y: y.tanh(),
+    "Sigmoid": nn.Sigmoid(),
+    "torch.sigmoid": torch.sigmoid,
+    "F.sigmoid": F.sigmoid,
+    ".sigmoid": lambda y: y.sigmoid(),
+    "Softplus": nn.Softplus(beta=2.0, threshold=1.0),
+    "F.softplus": lambda y: F.softplus(y, 2.0, threshold=1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(_ACTIVATIONS))
+def test_activation_against_reverse_mode(name):
+    """Every pointwise rule, as a module and as the functional call or method a forward may use."""
+    _check_layer(_ACTIVATIONS[name])
+
+
+_UPSAMPLERS = {
+    "nearest-2x+conv1x1": nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(4, 4, 1)),  # not fused
+    "nearest-size": nn.Upsample(size=(7, 5)),
+    "nearest-exact": nn.Upsample(scale_factor=1.5, mode="nearest-exact"),
+    "bilinear": nn.Upsample(scale_factor=2, mode="bilinear"),
+    "bilinear-corners": nn.Upsample(size=(8, 5), mode="bilinear", align_corners=True),
+    "UpsamplingBilinear2d": nn.UpsamplingBilinear2d(scale_factor=2),
+    "UpsamplingNearest2d": nn.UpsamplingNearest2d(scale_factor=3),
+    "F.interpolate-nearest": lambda y: F.interpolate(y, scale_factor=2),
+    "F.interpolate-bilinear": lambda y: F.interpolate(y, size=(6, 7), mode="bilinear", align_corners=False),
+    "F.interpolate-bicubic": lambda y: F.interpolate(y, scale_factor=2, mode="bicubic"),
+}
+
+
+@pytest.mark.parametrize("name", list(_UPSAMPLERS))
+def test_upsampling_against_reverse_mode(name):
+    """Nearest and bilinear resampling (module or F.interpolate) are linear maps of the whole
+    stack; nearest 2x + a 1x1 conv is not the fused pair (_UpsampleConv: 3x3 only)."""
+    _check_layer(_UPSAMPLERS[name])
+
+
+class _FunctionalGroupNorm(nn.Module):
+    def __init__(self, c=4, groups=2):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(1 + torch.randn(c)), nn.Parameter(torch.randn(c))
+        self.groups = groups
+
+    def forward(self, y):
+        return F.group_norm(y, self.groups, self.weight, self.bias, eps=1e-3)
+
+
+_NORMS = {
+    "GroupNorm-2": nn.GroupNorm(2, 4),
+    "GroupNorm-4-plain": nn.GroupNorm(4, 4, eps=0.1, affine=False),
+    "GroupNorm-1": nn.GroupNorm(1, 4),
+    "F.group_norm": _FunctionalGroupNorm(),
+}
+
+
+@pytest.mark.parametrize("name", list(_NORMS))
+def test_group_norm_against_reverse_mode(name):
+    """GroupNorm normalizes each sample's groups by their own statistics: not affine in its input,
+    its tangent rule is the derivative at the primal's mean and variance (geovq.jvp._group_norm).
+    One group per channel (instance norm) and one group for all (layer norm over C, H, W) too."""
+    _check_layer(_NORMS[name])
+
+
+class _Transposed(nn.Module):
+    """ConvTranspose2d as DCGAN uses it (k=4, s=2, p=1); one with groups, dilation and output
+    padding; one given output_size (which sets its output padding); a ConvTranspose1d."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.ConvTranspose2d(3, 4, 4, stride=2, padding=1)  # 3 -> 6
+        self.b = nn.ConvTranspose2d(4, 4, 3, stride=2, padding=1, output_padding=1, groups=2, dilation=2)  # -> 14
+        self.c = nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, bias=False)  # -> 27, or 28 by output_size
+        self.d = nn.ConvTranspose1d(2, 1, 3, stride=2)
+
+    def forward(self, z):
+        y = F.elu(self.b(torch.tanh(self.a(z))))
+        y = self.c(y, output_size=(2 * y.shape[-2], 2 * y.shape[-1]))
+        return self.d(torch.sigmoid(y).flatten(2))
+
+
+def test_conv_transpose_against_reverse_mode():
+    torch.manual_seed(3)
+    net = _Transposed().double().eval()
+    z = torch.randn(2, 3, 3, 3, dtype=torch.float64)
+    assert net(z).shape == (2, 1, 2 * 28 * 28 + 1)
+    _check_reverse_mode(net, z)
+
+
+def test_batchnorm_folds_into_conv_transpose():
+    """for_jvp folds BatchNorm2d into the ConvTranspose2d before it, groups included (its weight
+    is (in, out / groups, kh, kw)): the same function."""
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.ConvTranspose2d(4, 6, 4, stride=2, padding=1, groups=2), nn.BatchNorm2d(6)).double()
+    _randomize_bn(net, seed=6)
+    net.eval()
+    fused = for_jvp(net)
+    assert [type(m) for m in fused] == [nn.ConvTranspose2d]
+    z = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(z), net(z), rtol=0, atol=1e-12)
+
+
+def _dcgan(latent=8, width=16, last=None):
+    """Issue 15's DCGAN-style decoder at small widths: a (latent, 4, 4) grid through a 1x1 conv
+    latent -> width, then ConvTranspose2d(k=4, s=2, p=1) width -> width/2 -> width/4 -> 1, each
+    but the last with BatchNorm2d and ReLU: (1, 32, 32) means (Sigmoid) or logits (last None)."""
+    layers = [nn.Conv2d(latent, width, 1), nn.BatchNorm2d(width), nn.ReLU()]
+    for c_in, c_out in ((width, width // 2), (width // 2, width // 4)):
+        layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU()]
+    layers.append(nn.ConvTranspose2d(width // 4, 1, 4, 2, 1))
+    return nn.Sequential(*layers, *([last] if last is not None else []))
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+@pytest.mark.parametrize("last", ["sigmoid", "logits"])
+def test_dcgan_decoder_against_reverse_mode(last, fuse):
+    """The whole DCGAN-style decoder through cell_metrics(method="stacked"), BatchNorm folded
+    into its convs (fuse) or run as it is, against reverse-mode JᵀJ."""
+    torch.manual_seed(5)
+    net = _dcgan(last=nn.Sigmoid() if last == "sigmoid" else None).double()
+    _randomize_bn(net, seed=7)
+    net.eval()
+    if fuse:
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in for_jvp(net).modules())
+    _check_reverse_mode(net, torch.randn(2, 8, 4, 4, dtype=torch.float64), fuse=fuse)
 
 
 class _Square(nn.Module):
