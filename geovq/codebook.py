@@ -100,7 +100,8 @@ class EuclideanKMedoids:
     def __init__(self, n_clusters: int, *, max_iter: int = 100, seed: int = 0):
         self.n_clusters, self.max_iter, self.seed = n_clusters, max_iter, seed
 
-    def fit(self, x: np.ndarray):
+    def fit(self, x: np.ndarray, D: np.ndarray | None = None):
+        """D: the dense distance matrix of x (euclidean_distances), when already computed."""
         import kmedoids
 
         from geovq.geodesic import init_kmeans_snapped
@@ -113,7 +114,10 @@ class EuclideanKMedoids:
                 f"kmedoids needs a dense {len(x)}x{len(x)} distance matrix; at most "
                 f"{KMEDOIDS_MAX_CELLS} cells (config key 'codebook.fit_cells')"
             )
-        D = euclidean_distances(x)
+        if D is None:
+            D = euclidean_distances(x)
+        elif D.shape != (len(x), len(x)):
+            raise ValueError(f"D: expected the ({len(x)}, {len(x)}) distances of x, got {D.shape}")
         init = init_kmeans_snapped(x, self.n_clusters, self.seed)
         res = kmedoids.fasterpam(D, init, max_iter=self.max_iter, n_cpu=1)
         self.medoids_ = np.asarray(res.medoids, dtype=np.int64)
@@ -125,3 +129,15 @@ class EuclideanKMedoids:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return nearest_centroid(x, self.cluster_centers_)[0]
+
+
+def fit_euclidean(quantizer, x, K, codebook, seed, D=None):
+    """The fitted k-means (``kmeans``) or Euclidean K-medoids (``kmedoids``, FasterPAM; ``D``: the
+    dense distance matrix of ``x``, when already computed) of cells ``x``, as every Euclidean
+    codebook is fitted (config section ``codebook``); rule ``rate_distortion`` fits its other Ks
+    with it too. ValueError for another quantizer or too many cells."""
+    if quantizer == "kmeans":
+        return EuclideanKMeans(K, n_iter=codebook["kmeans_iters"], seed=seed).fit(x)
+    if quantizer == "kmedoids":
+        return EuclideanKMedoids(K, seed=seed).fit(x, D=D)
+    raise ValueError(f"fit_euclidean: quantizer {quantizer!r} is not kmeans or kmedoids")

@@ -33,24 +33,21 @@ def _write_nearest_codes(estimator, mu, y, idx, K, path, log, split):
 def euclidean_codebook(inp, out, params, log):
     """k-means centroids (``kmeans``) or Euclidean K-medoids (``kmedoids``) of the shared train
     cells; train and test codes by nearest code vector."""
-    from geovq.codebook import EuclideanKMeans, EuclideanKMedoids
+    from geovq.codebook import fit_euclidean
 
     ids, x = load_cells(inp.cells)
     K = params.codebook["K"]
     log(f"{params.quantizer} K={K} on {len(x)} train cells of dim {x.shape[1]}")
+    try:
+        est = fit_euclidean(params.quantizer, x, K, params.codebook, params.seed)
+    except ValueError as e:
+        raise GeovqError(str(e)) from None
     if params.quantizer == "kmeans":
-        est = EuclideanKMeans(K, n_iter=params.codebook["kmeans_iters"], seed=params.seed).fit(x)
         log(f"inertia (sum of squared distances) {est.inertia_:.6g}")
         extra = {}
-    elif params.quantizer == "kmedoids":
-        try:
-            est = EuclideanKMedoids(K, seed=params.seed).fit(x)
-        except ValueError as e:
-            raise GeovqError(str(e)) from None
+    else:
         log(f"objective (sum of distances) {est.objective_:.6g} after {est.n_iter_} FasterPAM iterations")
         extra = {"medoids": est.medoids_, "medoid_cells": ids[est.medoids_]}
-    else:
-        raise GeovqError(f"euclidean_codebook: quantizer {params.quantizer!r} is not kmeans or kmedoids")
     save_npz(out.codebook, codebook=est.cluster_centers_.astype(np.float32), K=np.int64(K), fit_cell_ids=ids, **extra)
     for split in ("train", "test"):
         mu, y = load_latents(getattr(inp, f"latents_{split}"))

@@ -77,7 +77,7 @@ def riemannian_lengths(inp, out, params, log):
 
 
 def geodesic_medoids(inp, out, params, log):
-    from geovq.geodesic import GeodesicKMedoids
+    from geovq.geodesic import fit_medoids
 
     G, d = load_graph(inp.lengths, ("nodes", "x"))
     m = params.medoids
@@ -88,7 +88,7 @@ def geodesic_medoids(inp, out, params, log):
             f"(config codebook.fit_cells, or the number of train cells)"
         )
     log(f"geodesic K-medoids K={K} on {G.shape[0]} nodes, {G.nnz // 2} edges, init {m['init']}")
-    km = GeodesicKMedoids(K, init=m["init"], max_iter=m["max_iter"], swap=m["swap"], seed=params.seed).fit(G, d["x"])
+    km = fit_medoids(G, d["x"], K, m, params.seed)
     for i, obj in enumerate(km.objective_):
         log(f"step {i}: objective {obj:.6g}")
     save_npz(
@@ -106,14 +106,15 @@ def geodesic_medoids(inp, out, params, log):
 def geodesic_codes(inp, out, params, log):
     """Codes of train and test cells: a graph node keeps its Voronoi label; any other cell is
     linked to its k nearest nodes and takes the label of the shortest path through them."""
+    from geovq.geodesic import assign_new, link_new_cells
+    from geovq.quantizers import get
+
     G, d = load_graph(inp.lengths, ("nodes", "x"))
     vor = load_npz(inp.voronoi, ("dist", "label"))
     K = int(load_npz(inp.codebook, ("K",))["K"])
     nodes, x_nodes = d["nodes"], d["x"]
     k = params.graph["k"]
     pull = device = metrics_nodes = None
-    from geovq.quantizers import get
-
     metric = get(params.quantizer).metric
     if metric is not None:  # links measured with the pull-back metric of the graph's edges
         from geovq.riemann import pullback
@@ -135,33 +136,20 @@ def geodesic_codes(inp, out, params, log):
             codes[is_node] = vor["label"][pos[is_node]]
         new_ids = cell_ids[~is_node]
         if len(new_ids):
-            codes[~is_node] = _link_new_cells(
-                new_ids, mu, x_nodes, vor, k, params, log, split, metrics_nodes, pull, device
+            if pull is not None and params.graph["new_point_metric"] == "exact":
+                _metrics_process()
+                log(f"{split}: pull-back metrics of {len(new_ids)} new cells")
+            nbr, lengths = link_new_cells(
+                new_ids,
+                mu,
+                x_nodes,
+                k,
+                seed=params.seed,
+                new_point_metric=params.graph["new_point_metric"],
+                metrics_nodes=metrics_nodes,
+                pull=pull,
+                device=device,
             )
+            codes[~is_node] = assign_new(nbr, lengths, vor["dist"], vor["label"])[0]
         save_npz(path, codes=codes.reshape(n, h, w), image_index=img, labels=labels[img], K=np.int64(K))
         log(f"{split}: {len(cell_ids)} cells of {n} images; {int(is_node.sum())} graph nodes, {len(new_ids)} linked")
-
-
-def _link_new_cells(new_ids, mu, x_nodes, vor, k, params, log, split, metrics_nodes, pull, device):
-    """Codes of cells outside the graph: link to the k nearest nodes, shortest path through them.
-    pull: None (Euclidean links), or the (decode, weight) of the graph's pull-back metric."""
-    from geovq.codebook import to_cells
-    from geovq.geodesic import assign_new
-    from geovq.graph import knn_query
-
-    x_new = to_cells(mu)[new_ids]
-    nbr, nbr_euc, _ = knn_query(x_nodes, x_new, k, seed=params.seed)
-    if pull is None:
-        lengths = nbr_euc.astype(np.float64)
-    else:
-        from geovq.riemann import cell_metrics, new_point_lengths
-
-        if params.graph["new_point_metric"] == "exact":
-            _metrics_process()
-            log(f"{split}: pull-back metrics of {len(new_ids)} new cells")
-            decode, weight = pull
-            metrics_new = cell_metrics(decode, mu, new_ids, weight=weight, device=device)
-        else:
-            metrics_new = None  # one-sided: the graph node's metric at both ends
-        lengths = new_point_lengths(metrics_new, x_new, metrics_nodes, x_nodes, nbr)
-    return assign_new(nbr, lengths, vor["dist"], vor["label"])[0]
