@@ -442,6 +442,12 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, test_config_run, tmp_path, ca
         f"seeds=[{SLURM_SEED}]",
         f"variants=[{SLURM_VARIANT}]",
         f"quantizers=[{','.join(SLURM_QUANTIZERS)}]",
+        # config/test.yaml computes on one thread; two CPUs for these rules' jobs (scheduling only:
+        # they still compute with config `threads`, so the rows stay the local run's), so that the
+        # CPUs SLURM grants are seen to follow each job's threads
+        "--set-threads",
+        "train_vae=2",
+        "train_vqvae=2",
     ]
 
     # what Snakemake plans, with the same profile and config: the expectations
