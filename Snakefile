@@ -38,6 +38,7 @@ include: "rules/evaluate.smk"
 include: "rules/study.smk"
 include: "rules/report.smk"
 include: "rules/geometry.smk"
+include: "rules/ratedistortion.smk"
 
 
 rule all:

@@ -121,3 +121,55 @@ def bars(path, table, columns, size, title):
     fig.suptitle(title)
     fig.tight_layout()
     save(fig, path)
+
+
+def rate_distortion(path, df, size, title):
+    """Distortion against rate, one curve per quantizer/assign over K, with 95 % bands over seeds
+    and images (columns of geovq.ratedistortion.summary); a quantizer fitted at one K only (the
+    VQ-VAE) is a point with error bars in both directions. Colour: quantizer; line style: assign
+    (solid: geodesic, dashed: nearest), markers differ too, so the figure reads in grey print."""
+    width, height, dpi = size
+    metrics = [("mse_quant_real", "quant–real MSE (decoded codes vs real image)")]
+    if np.isfinite(df["mse_quant_cont"]).any():
+        metrics.append(("mse_quant_cont", "quant–cont MSE (vs the VAE's continuous decode)"))
+    fig, axes = figure(width, height, dpi, ncols=len(metrics))
+    markers = "osD^vP*X"
+    quantizers = list(dict.fromkeys(df["quantizer"]))
+    for ax, (col, label) in zip(axes[0], metrics):
+        for (q, assign), g in df.groupby(["quantizer", "assign"], sort=False):
+            g = g.sort_values("K")
+            if not np.isfinite(g[col]).any():
+                continue
+            i = quantizers.index(q)
+            style = dict(color=f"C{i}", marker=markers[i % len(markers)], ms=4, label=f"{q}/{assign}")
+            if len(g) == 1:
+                r = g.iloc[0]
+                ax.errorbar(
+                    r.rate_bits,
+                    r[col],
+                    xerr=[[r.rate_bits - r.rate_bits_lo], [r.rate_bits_hi - r.rate_bits]],
+                    yerr=[[r[col] - r[f"{col}_lo"]], [r[f"{col}_hi"] - r[col]]],
+                    ls="none",
+                    capsize=3,
+                    **{**style, "ms": 8, "color": "k", "marker": "*"},
+                )
+                continue
+            ax.plot(g.rate_bits, g[col], ls="-" if assign == "geodesic" else "--", **style)
+            ax.fill_between(g.rate_bits, g[f"{col}_lo"], g[f"{col}_hi"], color=f"C{i}", alpha=0.15, lw=0)
+        main = df[df.main_K & np.isfinite(df[col])]
+        ax.scatter(main.rate_bits, main[col], s=60, facecolors="none", edgecolors="0.3", zorder=3)
+        ax.set_yscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:.3g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
+        ax.tick_params(axis="y", which="minor", labelsize=8)
+        ax.set_xlabel("rate (bits / image, unigram code length)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+    handles, names = axes[0, 0].get_legend_handles_labels()  # the first panel has every series
+    fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), fontsize=9, frameon=False)
+    K = sorted(df["K"].unique())
+    fig.suptitle(f"{title}: K = {', '.join(map(str, K))} (circled: the main K)")
+    rows = -(-len(names) // 5)
+    fig.tight_layout(rect=(0, min(0.4, 0.07 * rows + 0.02), 1, 1))
+    save(fig, path)

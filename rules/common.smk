@@ -2,6 +2,7 @@
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, workflow.basedir)  # the library, also when not pip-installed
 
@@ -107,6 +108,23 @@ def labels(**extra):
     return {"dataset": "{dataset}", "variant": "{variant}", "seed": "{seed}", **extra}
 
 
+def rd_seeds():
+    """The seeds of the rate-distortion sweep: the first ``rate_distortion.seeds`` (null: all)."""
+    n = config["rate_distortion"]["seeds"]
+    return config["seeds"][:n] if n else config["seeds"]
+
+
+def rd_sweeps():
+    """Every rate-distortion sweep: post-hoc quantizers at every K, the VQ-VAE at the main K."""
+    return expand(
+        f"{QRUN}/rate_distortion.npz",
+        dataset=config["datasets"],
+        variant=config["variants"],
+        seed=rd_seeds(),
+        quantizer=QS,
+    )
+
+
 def report_targets():
     """Figures of every run; the study's analyses (K sweep, latent map, geometry sheet) of the first seed only."""
     runs = dict(dataset=config["datasets"], variant=config["variants"], seed=config["seeds"])
@@ -115,6 +133,13 @@ def report_targets():
         targets += expand(f"{RUN}/analysis/latent_map.png", **{**runs, "seed": config["seeds"][:1]})
     if GEODESIC_QS:  # the geometry sheet: about the kNN graph and its edge-length kinds
         targets += expand(f"{RUN}/analysis/geometry.png", **{**runs, "seed": config["seeds"][:1]})
+    if POSTHOC_QS:  # rate-distortion across K
+        targets += [f"{RESULTS}/tables/rate_distortion.md", f"{RESULTS}/tables/rate_distortion_contrasts.md"]
+        targets += expand(
+            f"{RESULTS}/{{dataset}}/{{variant}}/rate_distortion.png",
+            dataset=config["datasets"],
+            variant=config["variants"],
+        )
     return targets
 
 
@@ -153,3 +178,32 @@ def gpu_resources():
     """Resources of a job that can use a GPU: config `gpu: N` (0, the default: none). With the SLURM
     executor `gpu` becomes `sbatch --gpus=N`; locally it limits nothing unless --resources gpu=N."""
     return {"gpu": config["gpu"]} if config["gpu"] else {}
+
+
+def rd_inputs(wc):
+    """What one quantizer's sweep reads: its main-K codebook and test codes (reused at the main K),
+    the fit cells, and for geodesic quantizers the graph they run on."""
+    q = Q.get(wc.quantizer)
+    f = lambda p, **kw: p.format(**{**dict(wc.items()), **kw})
+    d = {
+        "test": f(f"{RESULTS}/{{dataset}}/data/test.npz"),
+        "codebook": f(f"{QRUN}/codebook.npz"),
+        "codes_test": [f(codes_test_of(SimpleNamespace(quantizer=q.name, assign=a))) for a in q.assigns],
+        "model": decoder_of(wc),
+        "latents_test": latents_test_of(wc),
+    }
+    if q.posthoc:
+        d["cells"] = f(f"{RUN}/cells.npz")
+    else:  # the VQ-VAE encodes the fit cells' train images (the same cell ids) for its code distribution
+        d["train"] = f(f"{RESULTS}/{{dataset}}/data/train.npz")
+    if q.geodesic:
+        d["lengths"] = f(lengths_file(wc))
+        d["voronoi"] = f(f"{QRUN}/voronoi.npz")
+    if q.metric:  # the pull-back metric of the test cells' links
+        d["vae"] = f(f"{RUN}/vae/model.pt")
+    return d
+
+
+def rd_sweeps_of(wc):
+    """The sweeps of one dataset x variant (every swept seed and configured quantizer)."""
+    return expand(f"{QRUN}/rate_distortion.npz", dataset=wc.dataset, variant=wc.variant, seed=rd_seeds(), quantizer=QS)

@@ -70,10 +70,11 @@ rule run_figures:
 
 
 rule analysis:
-    """Codebook comparison in three metrics, K-medoids vs K and init, geodesic vs straight-line paths."""
+    """Codebook comparison in three metrics, K-medoids by init, geodesic vs straight-line paths."""
     input:
         graph=f"{RUN}/graph/knn.npz",
         riemannian=f"{RUN}/graph/lengths_riemannian.npz",
+        riemannian_objective=f"{RUN}/riemannian/objective.csv",
         codebooks=per_quantizer(f"{QRUN}/codebook.npz", POSTHOC_QS),
         voronoi=per_quantizer(f"{QRUN}/voronoi.npz", GEODESIC_QS),
         model=f"{RUN}/vae/model.pt",
@@ -87,12 +88,12 @@ rule analysis:
             category="Analyses",
             labels=labels(figure="codebook comparison"),
         ),
-        sweep=f"{RUN}/analysis/kmedoids_sweep.csv",
-        sweep_png=report(
-            f"{RUN}/analysis/kmedoids_sweep.png",
-            caption="../report/sweep.rst",
+        inits=f"{RUN}/analysis/kmedoids_inits.csv",
+        inits_png=report(
+            f"{RUN}/analysis/kmedoids_inits.png",
+            caption="../report/inits.rst",
             category="Analyses",
-            labels=labels(figure="K-medoids vs K and init"),
+            labels=labels(figure="K-medoids by init"),
         ),
         latent_map=report(
             f"{RUN}/analysis/latent_map.png",

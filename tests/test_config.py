@@ -98,7 +98,7 @@ def test_command_line_values_parsed_by_schema_type():
             'vae={"vanilla": {"lr": 1e-3, "hidden": 64}}',
             'graph={"bridge": false, "k": 5}',
             'prior={"sample": {"top_k": 7}}',
-            'analysis={"Ks": [4, 8]}',
+            'rate_distortion={"Ks": [4, 8]}',
         )
     )
     assert cfg["seeds"] == [0, 1, 2] and cfg["download"] is False
@@ -107,7 +107,7 @@ def test_command_line_values_parsed_by_schema_type():
     assert cfg["datasets"] == ["mnist", "fashionmnist"]
     assert cfg["vae"]["vanilla"]["lr"] == 1e-3 and cfg["vae"]["vanilla"]["hidden"] == 64
     assert cfg["graph"]["bridge"] is False and cfg["graph"]["k"] == 5
-    assert cfg["prior"]["sample"]["top_k"] == 7 and cfg["analysis"]["Ks"] == [4, 8]
+    assert cfg["prior"]["sample"]["top_k"] == 7 and cfg["rate_distortion"]["Ks"] == [4, 8]
 
 
 def test_command_line_equals_config_file():

@@ -250,8 +250,9 @@ def test_adding_fisher_adds_exactly_its_jobs(tmp_path):
     """The dry-run plan of the test config with and without `fisher` differs by the jobs of one
     geodesic quantizer per run, derived from the rules: its lengths (one per run for a metric no
     other configured quantizer uses), medoids, codes, nearest-code test codes for each assignment
-    that is not its own, its prior and samples, one evaluation per assignment. Nothing else (the
-    figures, the analysis and the tables are one job per run or study either way)."""
+    that is not its own, its prior and samples, one evaluation per assignment, its rate-distortion
+    sweep. Nothing else (the figures, the analysis and the tables are one job per run or study
+    either way)."""
     cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
     R = len(cfg["datasets"]) * len(cfg["variants"]) * len(cfg["seeds"])
     without = [q for q in cfg["quantizers"] if q != "fisher"]
@@ -270,6 +271,9 @@ def test_adding_fisher_adds_exactly_its_jobs(tmp_path):
         "sample_prior": R,
         "sample_quality": R,
         "evaluate": R * len(q.assigns),
+        "rate_distortion": len(cfg["datasets"])
+        * len(cfg["variants"])
+        * len(cfg["seeds"][: cfg["rate_distortion"].get("seeds")]),
     }
     rules = set(plans["with"]) | set(plans["without"])
     added = {r: plans["with"].get(r, 0) - plans["without"].get(r, 0) for r in rules}

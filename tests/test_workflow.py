@@ -66,9 +66,15 @@ def n_evals(qs):
 TABLES = {"metrics_table": 1, "study_tables": 1, "all": 1}
 
 
-def after_codes(qs, runs=R, analysis=None):
+def rate_distortion(sweeps, variants=len(VARIANTS)):
+    """The jobs of ``sweeps`` rate-distortion sweeps (one per run and quantizer): the table over all,
+    and the figure of each of the ``variants`` dataset x variants they belong to."""
+    return {"rate_distortion": sweeps, "rate_distortion_table": 1, "rate_distortion_figure": variants}
+
+
+def after_codes(qs, runs=R, analysis=None, variants=len(VARIANTS)):
     """Every job that follows new codes of quantizers ``qs`` in ``runs`` runs (priors, samples,
-    their quality, evaluations, figures, the analysis of the first seed, the tables)."""
+    their quality, evaluations, figures, rate-distortion, the analysis of the first seed, the tables)."""
     n = runs * len(qs)
     plan = {
         "train_prior": n,
@@ -76,6 +82,7 @@ def after_codes(qs, runs=R, analysis=None):
         "sample_quality": n,
         "evaluate": runs * n_evals(qs),
         "run_figures": runs,
+        **rate_distortion(n, variants),
         **TABLES,
     }
     if analysis:  # the first seed's analysis and geometry sheet read codes (and the graph)
@@ -249,18 +256,75 @@ def test_analysis_and_table_contents(done):
         # codes that are cells (medoids): a path of Euclidean edges is never shorter than the straight line
         medoids = comp[comp.quantizer != "kmeans"]
         assert (medoids.graph_geodesic_error >= medoids.euclidean_error - 1e-6).all()
-        sweep = pd.read_csv(a / "kmedoids_sweep.csv")
-        Ks, inits = TEST_CONFIG["analysis"]["Ks"], TEST_CONFIG["analysis"]["inits"]
-        assert sorted(zip(sweep.K, sweep.init)) == sorted((k, i) for k in Ks for i in inits)
-        assert (sweep.objective <= sweep.initial_objective + 1e-9).all()
-        for _, by_init in sweep.groupby("init"):
-            assert by_init.sort_values("K").objective.is_monotonic_decreasing  # more codes, less distance
+        inits = pd.read_csv(a / "kmedoids_inits.csv")
+        assert list(inits.init) == TEST_CONFIG["analysis"]["inits"] and (inits.K == K).all()
+        assert (inits.objective <= inits.initial_objective + 1e-9).all()
+        # the default init's row is the riemannian codebook's own fit, read back, not refitted
+        own = pd.read_csv(a.parent / "riemannian" / "objective.csv").objective
+        row = inits[inits.init == "kmeans"].iloc[0]
+        assert (row.initial_objective, row.objective, row.steps) == (own.iloc[0], own.iloc[-1], len(own))
         assert not (work / "results" / "synthetic" / v / f"seed{SEEDS[1]}" / "analysis").exists()  # first seed only
     df = result_rows(work)
     keys = ["dataset", "variant", "quantizer", "assign", "seed"]
     assert df[keys].equals(df[keys].sort_values(keys).reset_index(drop=True))
     known = [c for c in TABLE_COLUMNS if c in df.columns]
     assert list(df.columns[: len(known)]) == known and known[:5] == keys
+
+
+def test_rate_distortion_contents(done):
+    """tables/rate_distortion.csv read back: every post-hoc quantizer/assign at every K, the VQ-VAE
+    at the main K; the main-K point is rule evaluate's per-image values on the same first images
+    and seeds; the rate is the fit cells' unigram code length of the run's own test codes."""
+    import pandas as pd
+
+    from geovq.artifacts import load_cells, load_codes
+    from geovq.codebook import nearest_centroid
+    from geovq.config import validate
+    from geovq.ratedistortion import unigram_rate_bits
+
+    work, _ = done
+    rd = validate(copy.deepcopy(TEST_CONFIG))["rate_distortion"]
+    K = TEST_CONFIG["codebook"]["K"]
+    Ks = sorted(set(rd["Ks"]) | {K})
+    n = min(rd["test_images"], TEST_CONFIG["codebook"]["test_images"])
+    tables = work / "results" / "tables"
+    df = pd.read_csv(tables / "rate_distortion.csv")
+    expected = {(v, q, a, k) for v in VARIANTS for q, a in Q.evaluations(QS) for k in (Ks if q in POST else [K])}
+    assert set(zip(df.variant, df.quantizer, df["assign"], df.K)) == expected and len(df) == len(expected)
+    assert (df.n_seeds == len(SEEDS)).all() and (df.n_images == n).all() and df.main_K.eq(df.K == K).all()
+    for col in ("rate_bits", "mse_quant_real"):  # (equal only without spread: a collapsed VQ-VAE's one code)
+        assert (df[f"{col}_lo"] <= df[col]).all() and (df[col] <= df[f"{col}_hi"]).all(), col
+        assert (df[f"{col}_lo"] < df[f"{col}_hi"]).mean() > 0.9, col
+    post = df[df.quantizer.isin(POST)]
+    assert (post.mse_quant_cont > 0).all() and df[df.quantizer == "vqvae"].mse_quant_cont.isna().all()
+    # four times the codes: less distortion, more bits
+    for (v, q, a), g in post.groupby(["variant", "quantizer", "assign"]):
+        lo, hi = g[g.K == min(Ks)].iloc[0], g[g.K == max(Ks)].iloc[0]
+        assert hi.mse_quant_cont < lo.mse_quant_cont and hi.rate_bits > lo.rate_bits, (v, q, a)
+    for v in VARIANTS:
+        for q, a in Q.evaluations(QS):
+            row = df[(df.variant == v) & (df.quantizer == q) & (df["assign"] == a) & (df.K == K)].iloc[0]
+            per = [
+                np.load(work / "results" / "synthetic" / v / f"seed{s}" / q / "eval" / a / "per_image.npz")
+                for s in SEEDS
+            ]
+            np.testing.assert_allclose(row.mse_quant_real, np.mean([p["mse_quant_real"][:n] for p in per]), rtol=1e-5)
+            if q == "kmeans":  # the rate from the codes and the fit cells, recomputed
+                bits = []
+                for s in SEEDS:
+                    run = work / "results" / "synthetic" / v / f"seed{s}"
+                    _, x = load_cells(run / "cells.npz")
+                    cb = np.load(run / q / "codebook.npz")["codebook"]
+                    codes = load_codes(run / q / "codes_test.npz")["codes"][:n]
+                    bits.append(unigram_rate_bits(nearest_centroid(x, cb)[0], codes, K).mean())
+                np.testing.assert_allclose(row.rate_bits, np.mean(bits), rtol=1e-5)
+        assert (work / "results" / "synthetic" / v / "rate_distortion.png").stat().st_size > 0
+    con = pd.read_csv(tables / "rate_distortion_contrasts.csv")
+    specs = validate(copy.deepcopy(TEST_CONFIG))["contrasts"]
+    assert set(con.contrast) == {f"{s['a']} \u2212 {s['b']}" for s in specs}  # every quantizer is configured
+    vq = con.contrast.str.contains("vqvae/")
+    assert set(con[~vq].K) == set(Ks) and set(con[vq].K) == {K}  # the VQ-VAE at its one K
+    assert (con.diff_lo <= con["diff"]).all() and (con["diff"] <= con.diff_hi).all()
 
 
 def test_geometry_sheet_contents(done):
@@ -380,7 +444,7 @@ def test_vae_change_reruns_vae_and_after(done, tmp_path):
         "geodesic_medoids": S * len(GEO),
         "geodesic_codes": S * len(GEO),
         "nearest_codes": S * len(GEO),
-        **after_codes(POST, runs=S, analysis=1),
+        **after_codes(POST, runs=S, analysis=1, variants=1),
     }
     plan["evaluate"] += S * n_evals(["vqvae"])
     assert jobs == plan, jobs
@@ -464,10 +528,11 @@ def test_report_builds_with_table_and_figures(done):
     assert "riemannian/geodesic \u2212 graph/geodesic" in answer
     width = round(TEST_CONFIG["report"]["fig_width"] * TEST_CONFIG["report"]["dpi"])
     figures = sorted((work / "results").rglob("figures/*.png")) + sorted((work / "results").rglob("analysis/*.png"))
+    figures += sorted((work / "results").glob("*/*/rate_distortion.png"))
     n_q = len(QS)
     # per run: 5 figures + a decoded codebook per quantizer; the analyses (4) and the geometry sheet
-    # (1) of the first seed
-    assert len(figures) == len(VARIANTS) * len(SEEDS) * (5 + n_q) + len(VARIANTS) * (4 + 1)
+    # (1) of the first seed; the rate-distortion figure of each variant
+    assert len(figures) == len(VARIANTS) * len(SEEDS) * (5 + n_q) + len(VARIANTS) * (4 + 1 + 1)
     for png in figures:
         assert png.read_bytes() in payloads, f"{png.relative_to(work)} is not in the report"
         with Image.open(png) as im:
@@ -545,6 +610,7 @@ def test_touching_the_decoder_rewrite_reruns_the_riemannian_lengths_and_after(do
         "geodesic_codes": R * len(GEO),
         "nearest_codes": R * len(GEO),
         **after_codes(GEO, analysis=len(VARIANTS)),
+        **rate_distortion(R * len(QS)),  # its stage imports geovq.riemann: every quantizer's sweep
     }, jobs
 
 
@@ -559,4 +625,5 @@ def test_touching_the_geodesic_stages_reruns_no_vae_kmeans_or_vqvae(done):
     work, cfg = done
     with touched("geovq/stages/geodesic.py"):
         jobs = planned_jobs(work, cfg, *BY_MTIME)
-    assert jobs == from_the_graph_on(), jobs
+    # the rate-distortion stage fits and links with the geodesic stage's functions: every sweep
+    assert jobs == {**from_the_graph_on(), **rate_distortion(R * len(QS))}, jobs

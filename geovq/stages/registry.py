@@ -36,6 +36,10 @@ STAGES = {
     "analysis": "geovq.stages.report:analysis",
     # rules/geometry.smk
     "geometry": "geovq.stages.geometry:geometry",
+    # rules/ratedistortion.smk
+    "rate_distortion": "geovq.stages.ratedistortion:rate_distortion",
+    "rate_distortion_table": "geovq.stages.ratedistortion:rate_distortion_table",
+    "rate_distortion_figure": "geovq.stages.ratedistortion:rate_distortion_figure",
     # rules/study.smk
     "study_tables": "geovq.stages.study:study_tables",
 }

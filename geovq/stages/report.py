@@ -146,8 +146,8 @@ def _member_errors(G, code_nodes, labels):
 def analysis(inp, out, params, log):
     """The original study's analyses on one VAE's latents, as tables and figures."""
     from geovq.codebook import nearest_centroid
-    from geovq.geodesic import GeodesicKMedoids
     from geovq.metrics import codebook_stats
+    from geovq.geodesic import fit_medoids
     from geovq.train import decode, load_vae
 
     device = device_of(params)
@@ -187,42 +187,36 @@ def analysis(inp, out, params, log):
     )
     log(comp.to_string())
 
-    # 2. K-medoids analysis on the Riemannian graph: objective and perplexity vs K and init
+    # 2. K-medoids inits on the Riemannian graph at the main K (objective and usage against K:
+    # rule rate_distortion, every quantizer)
     rows = []
-    for k in params.analysis["Ks"]:
-        if k > len(x):
-            continue
-        for init in params.analysis["inits"]:
-            km = GeodesicKMedoids(
-                k, init=init, max_iter=params.medoids["max_iter"], swap=params.medoids["swap"], seed=params.seed
-            ).fit(Gr, x)
-            st = codebook_stats(km.labels_, k)
-            rows.append(
-                {
-                    "K": k,
-                    "init": init,
-                    "initial_objective": km.objective_[0],
-                    "objective": km.objective_[-1],
-                    "perplexity": st["perplexity"],
-                    "steps": len(km.objective_),
-                }
-            )
-            log(f"K={k} init={init}: objective {km.objective_[0]:.5g} -> {km.objective_[-1]:.5g}")
-    sweep = pd.DataFrame(rows)
-    write_csv(out.sweep, sweep.to_dict("records"))
-    width, height, dpi = _size(params, 0.4)
-    fig, axes = plots.figure(width, height, dpi, ncols=2)
-    for init, df in sweep.groupby("init"):
-        axes[0, 0].plot(df.K, df.objective, "-o", label=init)
-        axes[0, 1].plot(df.K, df.perplexity, "-o", label=init)
-    for ax, lab in zip(axes[0], ("objective (sum of geodesic distances)", "perplexity")):
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("K")
-        ax.set_ylabel(lab)
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    plots.save(fig, out.sweep_png)
+    for init in params.analysis["inits"]:
+        if init == params.medoids["init"]:  # the riemannian codebook itself: the same fit, not redone
+            objective = pd.read_csv(inp.riemannian_objective).objective.to_numpy()
+            labels = load_npz(inp.voronoi[params.geodesic.index("riemannian")], ("label",))["label"]
+        else:
+            km = fit_medoids(Gr, x, K, {**params.medoids, "init": init}, params.seed)
+            objective, labels = np.asarray(km.objective_), km.labels_
+        rows.append(
+            {
+                "K": K,
+                "init": init,
+                "initial_objective": float(objective[0]),
+                "objective": float(objective[-1]),
+                "perplexity": codebook_stats(labels, K)["perplexity"],
+                "steps": len(objective),
+            }
+        )
+        log(f"K={K} init={init}: objective {objective[0]:.5g} -> {objective[-1]:.5g}")
+    inits = pd.DataFrame(rows)
+    write_csv(out.inits, inits.to_dict("records"))
+    plots.bars(
+        out.inits_png,
+        inits.set_index("init"),
+        ["initial_objective", "objective", "perplexity"],
+        _size(params, 0.35),
+        f"Geodesic K-medoids (riemannian graph, K={K}) by init",
+    )
 
     # 3. a geodesic path vs the straight line: PCA map and decoded interpolation strips
     rng = np.random.default_rng(params.seed)
