@@ -205,6 +205,34 @@ class Unsupported(ValueError):
     """The decoder does something Linearized has no rule for."""
 
 
+class _Stack:
+    """The layout of a stack along dim 0: rows [0, U) the primal inputs, then T tangent blocks of
+    B rows each; tangent row b of every block belongs to primal row owner[b], so that several
+    tangents share one primal (owner None: B = U and row b belongs to primal row b)."""
+
+    __slots__ = ("U", "T", "B", "owner")
+
+    def __init__(self, n, blocks, owner=None):
+        if owner is None:
+            if n % blocks:
+                raise ValueError(f"stack of {n} is not {blocks} equal blocks")
+            self.U = self.B = n // blocks
+        else:
+            self.B = len(owner)
+            self.U = n - (blocks - 1) * self.B
+            if self.U < 1:
+                raise ValueError(f"stack of {n} leaves no primal rows for {blocks - 1} tangent blocks of {self.B}")
+        self.T, self.owner = blocks - 1, owner
+
+    def tangents(self, y):
+        """The tangent rows of y as (T, B, ...) (a view)."""
+        return y[self.U :].unflatten(0, (self.T, self.B))
+
+    def at_tangents(self, p):
+        """A per-primal quantity (U, ...) for the tangent rows of one block (B, ...)."""
+        return p if self.owner is None else p[self.owner]
+
+
 def _relu(p):
     return None, (p > 0).to(p.dtype)
 
@@ -304,9 +332,9 @@ class _Root(nn.Module):
         return self.fn(z)
 
 
-def _add_bias(y, bias, blocks):
+def _add_bias(y, bias, S):
     if bias is not None:
-        y[: y.shape[0] // blocks] += bias.view(-1, *([1] * (y.ndim - 2)))
+        y[: S.U] += bias.view(-1, *([1] * (y.ndim - 2)))
     return y
 
 
@@ -317,48 +345,47 @@ _CONV_TRANSPOSE = {
 }
 
 
-def _affine(m, x, blocks, output_size=None):
+def _affine(m, x, S, output_size=None):
     """Linear / Conv / ConvTranspose / eval BatchNorm on a stack: the linear part on every block,
     the offset on the primal block only. None for other modules. output_size: ConvTranspose's
     forward argument (its output padding, as its forward pass computes it)."""
     if type(m) is nn.Linear:
-        return _add_bias(F.linear(x, m.weight), m.bias, blocks)
+        return _add_bias(F.linear(x, m.weight), m.bias, S)
     if type(m) in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
-        return _add_bias(m._conv_forward(x, m.weight, None), m.bias, blocks)
+        return _add_bias(m._conv_forward(x, m.weight, None), m.bias, S)
     if type(m) in _CONV_TRANSPOSE:
         d = len(m.kernel_size)
         pad = m._output_padding(x, output_size, m.stride, m.padding, m.kernel_size, d, m.dilation)
         y = _CONV_TRANSPOSE[type(m)](x, m.weight, None, m.stride, m.padding, pad, m.groups, m.dilation)
-        return _add_bias(y, m.bias, blocks)
+        return _add_bias(y, m.bias, S)
     if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training and m.running_var is not None:
         scale = torch.rsqrt(m.running_var + m.eps)
         if m.weight is not None:
             scale = scale * m.weight
         shift = -m.running_mean * scale + (m.bias if m.bias is not None else 0)
-        return _add_bias(x * scale.view(-1, *([1] * (x.ndim - 2))), shift, blocks)
+        return _add_bias(x * scale.view(-1, *([1] * (x.ndim - 2))), shift, S)
     return None
 
 
-def _group_norm(x, groups, weight, bias, eps, blocks):
-    """GroupNorm on a stack. Not affine in its input: each sample's groups are normalized by
-    their own statistics. The primal block runs as it is; a tangent t of a group whose primal
-    x has mean μ and σ = sqrt(biased variance + eps), x̂ = (x - μ) / σ, maps to
+def _group_norm(x, groups, weight, bias, eps, S):
+    """GroupNorm on a stack (layout S). Not affine in its input: each sample's groups are
+    normalized by their own statistics. The primal rows run as they are; a tangent t of a group
+    whose primal x has mean μ and σ = sqrt(biased variance + eps), x̂ = (x - μ) / σ, maps to
     (t - mean(t) - x̂ mean(x̂ t)) / σ times the weight (means over the group's channels and
     pixels, per sample): the derivative of x̂, as dμ = mean(t) and dσ = mean(x̂ t)."""
-    B = x.shape[0] // blocks
     out = torch.empty_like(x)  # in x's memory format
-    out[:B] = F.group_norm(x[:B], groups, weight, bias, eps)
-    p = x[:B].unflatten(1, (groups, -1))  # (B, G, C / G, *spatial): a view in any layout
+    out[: S.U] = F.group_norm(x[: S.U], groups, weight, bias, eps)
+    p = x[: S.U].unflatten(1, (groups, -1))  # (U, G, C / G, *spatial): a view in any layout
     dims = tuple(range(2, p.ndim))
     var, mean = torch.var_mean(p, dim=dims, correction=0, keepdim=True)
     rstd = torch.rsqrt(var + eps)
-    xhat = (p - mean) * rstd
-    t = x[B:].unflatten(0, (blocks - 1, B)).unflatten(2, (groups, -1))  # (T, B, G, C / G, *spatial)
+    xhat, rstd = S.at_tangents((p - mean) * rstd), S.at_tangents(rstd)
+    t = S.tangents(x).unflatten(2, (groups, -1))  # (T, B, G, C / G, *spatial)
     dims = tuple(range(3, t.ndim))
     dt = (t - t.mean(dims, keepdim=True) - xhat * (xhat * t).mean(dims, keepdim=True)) * rstd
     if weight is not None:
         dt = dt * weight.view(groups, -1, *([1] * (x.ndim - 2)))
-    out[B:] = dt.flatten(0, 1).flatten(1, 2)
+    out[S.U :] = dt.flatten(0, 1).flatten(1, 2)
     return out
 
 
@@ -382,32 +409,39 @@ class _Phased:
 _NARROW = 16
 
 
-def _upsample_conv(m, x, blocks):
+def _upsample_conv(m, x, S):
     """An _UpsampleConv on a stack; its output held as phases (_Phased) where it doubles."""
     if isinstance(x, _Phased):
         h, w = x.t.shape[-2:]
         if x.r == 2 and 4 * m.conv.out_channels <= _NARROW and m.doubles(2 * h, 2 * w):
             W, b = m.phase_conv(2)
-            return _Phased(_add_bias(F.conv2d(x.t, W, None, padding=1), b, blocks), 4)
+            return _Phased(_add_bias(F.conv2d(x.t, W, None, padding=1), b, S), 4)
         x = x.full()
     if m.doubles(*x.shape[-2:]):
-        return _Phased(_affine(m.phases, x, blocks), 2)
-    return _affine(m.conv, m.up(x), blocks)
+        return _Phased(_affine(m.phases, x, S), 2)
+    return _affine(m.conv, m.up(x), S)
 
 
-def _pointwise(rule, y, blocks, in_place):
+def _pointwise(rule, y, S, in_place):
     if isinstance(y, _Phased):  # pointwise maps commute with the phase layout
-        return _Phased(_pointwise(rule, y.t, blocks, in_place), y.r)
-    B = y.shape[0] // blocks
-    primal = y[:B]
+        return _Phased(_pointwise(rule, y.t, S, in_place), y.r)
+    primal = y[: S.U]
     f, df = rule(primal)
+    if S.owner is None:  # equal blocks: one multiplication over the whole stack
+        if in_place:
+            out = y.unflatten(0, (1 + S.T, S.U)).mul_(df)
+        else:
+            out = y.unflatten(0, (1 + S.T, S.U)) * df
+        if f is not None:
+            out[0] = f
+        return out.flatten(0, 1)
+    out = y if in_place else torch.empty_like(y)  # in y's memory format
     if in_place:
-        out = y.unflatten(0, (blocks, B)).mul_(df)
+        S.tangents(y).mul_(S.at_tangents(df))
     else:
-        out = y.unflatten(0, (blocks, B)) * df
-    if f is not None:
-        out[0] = f
-    return out.flatten(0, 1)
+        torch.mul(S.tangents(y), S.at_tangents(df), out=S.tangents(out))
+    out[: S.U] = f if f is not None else primal * df
+    return out
 
 
 def _module_rule(m):
@@ -495,13 +529,17 @@ class Linearized:
             return node.target in _POINTWISE_METHODS
         return node.op == "call_function" and node.target in _POINTWISE_FUNCTIONS
 
-    def __call__(self, x, blocks, pixel_order=True):
+    def __call__(self, x, blocks, pixel_order=True, owner=None):
         """pixel_order=False: the output's elements may come permuted within each sample
         (the same permutation for all), which spares the last shuffle of a phase layout; for
-        quantities invariant under it, such as JᵀJ."""
+        quantities invariant under it, such as JᵀJ.
+
+        owner: None, or a (B,) index tensor on x's device for a stack that shares primals: then
+        x holds U primal inputs followed by blocks - 1 tangent blocks of B rows each, tangent
+        row b of every block taken at primal owner[b] (say, the cells of one image share its
+        decoded image), and the output is [decode(z) (U); J(z[owner]) t_1 (B); ...]."""
         n = x.shape[0]
-        if n % blocks:
-            raise ValueError(f"stack of {n} is not {blocks} equal blocks")
+        S = _Stack(n, blocks, owner)
         # fresh: stacked values in a tensor of their own (not views of another node's), which a
         # pointwise rule may overwrite when it is their only user
         env, stacked, fresh = {}, set(), set()
@@ -528,7 +566,7 @@ class Linearized:
             if not inputs:  # constants and shape arithmetic
                 env[node] = self._plain(node, args, kwargs)
                 continue
-            y = self._stacked(node, args, kwargs, inputs, blocks, fresh)
+            y = self._stacked(node, args, kwargs, inputs, S, fresh)
             if isinstance(y, (torch.Tensor, _Phased)):
                 m = y.t.shape[0] if isinstance(y, _Phased) else (y.shape[0] if y.ndim else None)
                 if m != n:
@@ -547,22 +585,22 @@ class Linearized:
             return getattr(args[0], node.target)(*args[1:], **kwargs)
         return node.target(*args, **kwargs)
 
-    def _stacked(self, node, args, kwargs, inputs, blocks, fresh):
+    def _stacked(self, node, args, kwargs, inputs, S, fresh):
         in_place = inputs[0] in fresh and len(inputs[0].users) == 1
         t = node.target
         if node.op == "call_module":
             m = self.root.get_submodule(t)
             if isinstance(m, _UpsampleConv):
                 fresh.add(node)
-                return _upsample_conv(m, args[0], blocks)
+                return _upsample_conv(m, args[0], S)
             if isinstance(m, nn.GroupNorm):
                 fresh.add(node)
-                return _group_norm(args[0], m.num_groups, m.weight, m.bias, m.eps, blocks)
-            y = _affine(m, args[0], blocks, _arg(args, kwargs, 1, "output_size", None))
+                return _group_norm(args[0], m.num_groups, m.weight, m.bias, m.eps, S)
+            y = _affine(m, args[0], S, _arg(args, kwargs, 1, "output_size", None))
             rule = _module_rule(m)
             if y is not None or rule is not None:
                 fresh.add(node)
-                return y if y is not None else _pointwise(rule, args[0], blocks, in_place)
+                return y if y is not None else _pointwise(rule, args[0], S, in_place)
             if m.training and isinstance(m, nn.Dropout):
                 raise Unsupported(f"{t}: Dropout in training mode")
             if isinstance(m, (nn.Dropout, nn.Identity)):
@@ -573,7 +611,7 @@ class Linearized:
         if node.op == "call_method":
             if t in _POINTWISE_METHODS:
                 fresh.add(node)
-                return _pointwise(_POINTWISE_METHODS[t], args[0], blocks, in_place)
+                return _pointwise(_POINTWISE_METHODS[t], args[0], S, in_place)
             if t in ("size", "dim"):
                 return getattr(args[0], t)(*args[1:], **kwargs)
             if t == "permute":
@@ -588,14 +626,14 @@ class Linearized:
             return t(*args, **kwargs)
         if t in _POINTWISE_FUNCTIONS:
             fresh.add(node)
-            return _pointwise(_POINTWISE_FUNCTIONS[t](args, kwargs), args[0], blocks, in_place)
+            return _pointwise(_POINTWISE_FUNCTIONS[t](args, kwargs), args[0], S, in_place)
         if t is F.group_norm:
             if inputs != list(node.args[:1]):
                 raise Unsupported("F.group_norm with an input-dependent weight or bias")
             fresh.add(node)
             weight, bias = _arg(args, kwargs, 2, "weight", None), _arg(args, kwargs, 3, "bias", None)
             groups, eps = _arg(args, kwargs, 1, "num_groups", None), _arg(args, kwargs, 4, "eps", 1e-5)
-            return _group_norm(args[0], groups, weight, bias, eps, blocks)
+            return _group_norm(args[0], groups, weight, bias, eps, S)
         if t in _LINEAR_FUNCTIONS:
             if t is torch.flatten and (args[1] if len(args) > 1 else kwargs.get("start_dim", 0)) == 0:
                 raise Unsupported("torch.flatten over the batch dimension")
@@ -606,7 +644,7 @@ class Linearized:
                 return a + b  # both stacked: the sum of linearizations
             y, c = (a, b) if node.args[0] in inputs else (b, a)
             y = y.clone()
-            y[: y.shape[0] // blocks] += c  # a constant offset: the primal block only
+            y[: S.U] += c  # a constant offset: the primal rows only
             return y
         if (
             t in (operator.mul, operator.truediv)

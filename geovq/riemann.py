@@ -81,31 +81,40 @@ def _layout(t, channels_last):
     return t.contiguous(memory_format=torch.channels_last) if channels_last else t
 
 
-def _jt_stacked(lin, z, h, w, channels_last):
-    """(Jᵀ (B, C, P), decode(z) (B, P)): one pass of the decoder over the stack [z; C blocks of
-    one-hot tangents] (geovq.jvp.Linearized; `lin` is the Linearized decoder). The pixels may
-    come permuted (pixel_order=False), the same way in J and in the primal."""
-    B, C, H, W = z.shape
-    x = z.new_zeros(1 + C, B, H, W, C)  # built channels_last: (blocks x B, H, W, C) in memory
-    x[0] = z.permute(0, 2, 3, 1)
+def _jt_stacked(lin, z, owner, h, w, channels_last):
+    """(Jᵀ (B, C, P), decode (B, P)) of B cells: one pass of the decoder over the stack [z; C
+    blocks of one-hot tangents] (geovq.jvp.Linearized; `lin` is the Linearized decoder). z
+    (U, C, H, W): the cells' distinct grids, cell b of grid owner[b] (owner None: U = B, cell b of
+    grid b), each decoded once as the primal of all its cells. The pixels may come permuted
+    (pixel_order=False), the same way in J and in the primal."""
+    U, C, H, W = z.shape
+    B = len(h)
+    x = z.new_zeros(U + C * B, H, W, C)  # built channels_last: (U + C x B, H, W, C) in memory
+    x[:U] = z.permute(0, 2, 3, 1)
     c = torch.arange(C, device=z.device)[:, None]
     b = torch.arange(B, device=z.device)[None, :]
-    x[1 + c, b, h[None], w[None], c] = 1
-    x = x.view((1 + C) * B, H, W, C).permute(0, 3, 1, 2)
+    x[U:].view(C, B, H, W, C)[c, b, h[None], w[None], c] = 1
+    x = x.permute(0, 3, 1, 2)
     # JᵀJ is a sum over output pixels: their order may differ from the image's
-    out = lin(x if channels_last else x.contiguous(), 1 + C, pixel_order=False)
+    out = lin(x if channels_last else x.contiguous(), 1 + C, pixel_order=False, owner=owner)
     if out.ndim == 4 and out.is_contiguous(memory_format=torch.channels_last):
         out = out.permute(0, 2, 3, 1)  # a view: its elements in memory order
-    out = out.reshape(1 + C, B, -1)
-    return out[1:].transpose(0, 1), out[0]
+    out = out.reshape(U + C * B, -1)
+    primal = out[:U] if owner is None else out[:U][owner]
+    return out[U:].view(C, B, -1).transpose(0, 1), primal
 
 
-def _jt_vmap_jvp(decode, z, h, w, channels_last):
+def _per_cell(z, owner):
+    return z if owner is None else z[owner]
+
+
+def _jt_vmap_jvp(decode, z, owner, h, w, channels_last):
     """(Jᵀ (B, C, P), None): one primal per cell, its C one-hot tangents vmapped through one jvp.
 
     The primal is evaluated once per cell (not C times as in fold_jvp), and the vmap
     batching rules fold the C tangents into the conv batch dimension.
     """
+    z = _per_cell(z, owner)
     B, C, H, W = z.shape
     # allocated (C, B, H, W, C) so every (B, C, H, W) slice is channels_last
     tan = z.new_zeros(C, B, H, W, C) if channels_last else z.new_zeros(C, B, C, H, W)
@@ -121,8 +130,9 @@ def _jt_vmap_jvp(decode, z, h, w, channels_last):
     return out.reshape(C, B, -1).transpose(0, 1), None
 
 
-def _jt_fold_jvp(decode, z, h, w, channels_last):
+def _jt_fold_jvp(decode, z, owner, h, w, channels_last):
     """(Jᵀ (B, C, P), None): each image replicated C times, tangent = one-hot at (channel, h, w)."""
+    z = _per_cell(z, owner)
     B, C, H, W = z.shape
     prim = z.repeat_interleave(C, dim=0)
     tan = torch.zeros_like(prim)
@@ -132,8 +142,9 @@ def _jt_fold_jvp(decode, z, h, w, channels_last):
     return out.reshape(B, C, -1), None
 
 
-def _jt_vmap_jacfwd(decode, z, h, w, channels_last):
+def _jt_vmap_jacfwd(decode, z, owner, h, w, channels_last):
     """(Jᵀ (B, C, P), None): vmap over cells of jacfwd with respect to the cell's C-vector."""
+    z = _per_cell(z, owner)
     B, C, H, W = z.shape
     mask = z.new_zeros(B, 1, H, W)
     mask[torch.arange(B, device=z.device), 0, h, w] = 1
@@ -163,6 +174,7 @@ def cell_metrics(
     method="auto",
     channels_last=True,
     fuse=True,
+    share_primal=True,
 ) -> np.ndarray:
     """Pull-back metric G = Jᵀ diag(w) J (M, C, C) float32 of each cell in `cells` (w = 1: JᵀJ).
 
@@ -180,6 +192,9 @@ def cell_metrics(
     batch_size: cells per chunk; activation memory ~ batch_size x C x one image's activations.
     fuse: run the decoder rewritten by `for_jvp` (BatchNorm folded, upsample + conv fused):
     the same function, faster; False runs `decode` as given.
+    share_primal: method "stacked" decodes each image of a chunk once, as the primal of all its
+    cells in the chunk (cells of one image are best passed next to each other, as sorted ids
+    are); False decodes it once per cell. The same numbers either way, up to float rounding.
 
     method (all exact; their throughput: benchmarks/README.md, bench_riemann.py):
       "auto"        default: "stacked" where the decoder has rules there, else "vmap_jvp";
@@ -215,19 +230,26 @@ def cell_metrics(
         jt_fn = _JT[method]
         for s in range(0, len(n), batch_size):
             sl = slice(s, s + batch_size)
-            z = Z[torch.as_tensor(n[sl], device=Z.device)].to(device=device, dtype=dtype)
+            images, owner = n[sl], None
+            if share_primal and method == "stacked":
+                images, inv = np.unique(images, return_inverse=True)
+                if len(images) < len(inv):  # cells of one image share its primal
+                    owner = torch.as_tensor(inv.ravel(), device=device)
+                else:
+                    images = n[sl]
+            z = Z[torch.as_tensor(images, device=Z.device)].to(device=device, dtype=dtype)
             hh = torch.as_tensor(h[sl], device=device)
             ww = torch.as_tensor(w[sl], device=device)
             try:
-                jt, primal = jt_fn(target, z, hh, ww, channels_last)
+                jt, primal = jt_fn(target, z, owner, hh, ww, channels_last)
             except Unsupported:  # found only when run (e.g. a reshape across the batch)
                 if not (auto and s == 0):
                     raise
-                jt_fn, target = _JT["vmap_jvp"], decode
-                jt, primal = jt_fn(target, z, hh, ww, channels_last)
+                jt_fn, target, method = _JT["vmap_jvp"], decode, "vmap_jvp"
+                jt, primal = jt_fn(target, z, owner, hh, ww, channels_last)
             if weight is not None:
                 if primal is None:  # the natural pixel order of the torch.func methods' J
-                    primal = decode(_layout(z, channels_last)).reshape(len(z), -1)
+                    primal = decode(_layout(_per_cell(z, owner), channels_last)).reshape(len(hh), -1)
                 jt = jt * torch.sqrt(weight(primal))[:, None, :]  # Jᵀ diag(w) J = (Jᵀ√w)(Jᵀ√w)ᵀ
             G = jt @ jt.transpose(1, 2)
             # bmm does not guarantee a bitwise-symmetric A Aᵀ

@@ -392,6 +392,65 @@ def test_refuses_what_it_has_no_rule_for(net, when, match):
         cell_metrics(net, z.numpy(), cells, dtype=torch.float64, method="stacked")
 
 
+class _Shared(nn.Module):
+    """Rules whose tangent needs the primal (GroupNorm, SiLU, Sigmoid, Tanh) and homogeneous ones
+    (ReLU, in place after a conv and out of place after an add), a ConvTranspose2d and bilinear
+    upsampling: every place where tangents meet their primal."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.gn = nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear")
+        self.t = nn.ConvTranspose2d(4, 2, 4, 2, 1)
+
+    def forward(self, z):
+        y = F.silu(self.gn(self.a(z)))
+        y = torch.relu(self.up(y) + 0.5)
+        return torch.sigmoid(self.t(torch.tanh(y))).relu()
+
+
+def test_shared_primal_equals_a_primal_per_cell():
+    """owner: tangents of one primal row share its decode (cells of one image); the stack
+    [z (U); t (T x B)] gives the same numbers as [z[owner] (B); t (T x B)], owners out of order."""
+    torch.manual_seed(8)
+    net = _Shared().double().eval()
+    _randomize_affine(net, 8)
+    lin = Linearized(net)
+    z = torch.randn(3, 3, 4, 4, dtype=torch.float64)
+    owner = torch.tensor([2, 0, 2, 1, 0, 2, 2])
+    t = torch.randn(2 * len(owner), 3, 4, 4, dtype=torch.float64)
+    with torch.no_grad():
+        shared = lin(torch.cat([z, t]), 3, owner=owner)
+        per_cell = lin(torch.cat([z[owner], t]), 3)
+    assert shared.shape[0] == 3 + 2 * len(owner)
+    torch.testing.assert_close(shared[:3], net(z), rtol=0, atol=1e-12)
+    torch.testing.assert_close(shared[3:], per_cell[len(owner) :], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="no primal rows"):
+        lin(t, 3, owner=owner)
+
+
+def test_cell_metrics_share_primal_equals_a_primal_per_cell():
+    """Cells of one image, given out of order and across chunks, with a per-pixel weight of the
+    primal: share_primal=True (one decode per image and chunk) is share_primal=False."""
+    torch.manual_seed(9)
+    net = _Shared().double().eval()
+    _randomize_affine(net, 9)
+    Z = torch.randn(5, 3, 4, 4, dtype=torch.float64)
+    cells = np.random.default_rng(0).permutation(np.r_[np.arange(80), np.arange(16, 48)])
+
+    def weight(p):
+        return torch.sigmoid(p) * torch.sigmoid(-p)
+
+    def metrics(share):
+        return cell_metrics(
+            net, Z, cells, weight=weight, method="stacked", dtype=torch.float64, batch_size=37, share_primal=share
+        )
+
+    shared, per_cell = metrics(True), metrics(False)
+    np.testing.assert_allclose(shared, per_cell, rtol=1e-6, atol=1e-7 * np.abs(per_cell).max())
+    assert np.abs(per_cell).max() > 0
+
+
 def test_batchnorm_in_training_mode_refused():
     net = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2)).train()
     with pytest.raises(Unsupported, match="training"):
