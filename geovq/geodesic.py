@@ -685,7 +685,17 @@ def fit_medoids(G, x, K, medoids, seed):
 
 
 def link_new_cells(
-    new_ids, mu, x_nodes, k, *, seed, new_point_metric="exact", metrics_nodes=None, pull=None, device="cpu"
+    new_ids,
+    mu,
+    x_nodes,
+    k,
+    *,
+    seed,
+    new_point_metric="exact",
+    metrics_nodes=None,
+    pull=None,
+    device="cpu",
+    precision=None,
 ):
     """Links of cells outside the graph to their k nearest nodes: (nbr (M, k) node ids, lengths (M, k));
     a cell's code is then the label of the shortest path through them (:func:`assign_new`).
@@ -694,7 +704,7 @@ def link_new_cells(
     node vectors. pull: None (Euclidean link lengths), or the (decode, weight) of the graph's
     pull-back metric (geovq.riemann.pullback) with the nodes' metrics ``metrics_nodes``; then
     ``new_point_metric`` "exact" computes each new cell's own metric, "one_sided" uses the node's
-    at both ends (geovq.riemann.new_point_lengths)."""
+    at both ends (geovq.riemann.new_point_lengths); precision: cell_metrics' (that of the nodes')."""
     from geovq.codebook import to_cells
     from geovq.graph import knn_query
 
@@ -707,5 +717,5 @@ def link_new_cells(
     metrics_new = None  # one-sided: the graph node's metric at both ends
     if new_point_metric == "exact":
         decode, weight = pull
-        metrics_new = cell_metrics(decode, mu, new_ids, weight=weight, device=device)
+        metrics_new = cell_metrics(decode, mu, new_ids, weight=weight, device=device, precision=precision)
     return nbr, new_point_lengths(metrics_new, x_new, metrics_nodes, x_nodes, nbr)

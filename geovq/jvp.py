@@ -114,6 +114,9 @@ class _UpsampleConv(nn.Module):
         W = self.conv.weight.detach()
         key = (r, W.dtype, W.device)  # a module moved or cast since builds afresh
         if key not in self._phase_cache:
+            dtype = W.dtype
+            if W.dtype.itemsize < 4:  # summed in float32, rounded once (bfloat16, half)
+                W = W.float()
             O, I = W.shape[:2]
             R = 2 * r
             K = W.new_zeros(R, R, O, r, r, I, 3, 3)
@@ -125,7 +128,7 @@ class _UpsampleConv(nn.Module):
                             fb = (pb + dx) // 2
                             K[pa, pb, :, fa % r, fb % r, :, fa // r + 1, fb // r + 1] += W[:, :, dy + 1, dx + 1]
             bias = self.conv.bias.detach().repeat(R * R) if self.conv.bias is not None else None
-            self._phase_cache[key] = (K.reshape(R * R * O, r * r * I, 3, 3), bias)
+            self._phase_cache[key] = (K.reshape(R * R * O, r * r * I, 3, 3).to(dtype), bias)
         return self._phase_cache[key]
 
     def forward(self, x):
@@ -185,6 +188,16 @@ def for_jvp(decode):
             for j, m in enumerate(new):
                 seq.add_module(str(j), m)
     return fused if decode is module else types.MethodType(decode.__func__, fused)
+
+
+def cast(decode, dtype):
+    """`decode` on a copy of its module with floating-point parameters and buffers in `dtype`
+    (`decode` itself when they already are, or when no module is behind it)."""
+    module = owner_module(decode)
+    if module is None or all(t.dtype == dtype for t in module.state_dict().values() if t.is_floating_point()):
+        return decode
+    copied = copy.deepcopy(module).to(dtype)
+    return copied if decode is module else types.MethodType(decode.__func__, copied)
 
 
 # --- primal and tangents as one batch ----------------------------------------------------------

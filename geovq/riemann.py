@@ -14,7 +14,10 @@ import scipy.sparse as sp
 import torch
 from torch.func import jacfwd, jvp, vmap
 
-from geovq.jvp import Linearized, Unsupported, for_jvp, owner_module
+from geovq.jvp import Linearized, Unsupported, cast, for_jvp, owner_module
+
+# cell_metrics' precision: the dtype the decoder is evaluated in (J and G are float32 either way)
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 # Same rule as geovq.graph.knn_graph: lengths below LENGTH_FLOOR x (median positive
 # length) are raised to it, because scipy.sparse.csgraph treats a stored zero as "no
@@ -175,6 +178,7 @@ def cell_metrics(
     channels_last=True,
     fuse=True,
     share_primal=True,
+    precision=None,
 ) -> np.ndarray:
     """Pull-back metric G = Jᵀ diag(w) J (M, C, C) float32 of each cell in `cells` (w = 1: JᵀJ).
 
@@ -192,6 +196,12 @@ def cell_metrics(
     batch_size: cells per chunk; activation memory ~ batch_size x C x one image's activations.
     fuse: run the decoder rewritten by `for_jvp` (BatchNorm folded, upsample + conv fused):
     the same function, faster; False runs `decode` as given.
+    precision: None (evaluate in `dtype`), or "float32" / "bfloat16" (PRECISIONS): the decoder
+    runs on a copy of it cast to that dtype (weights rounded after for_jvp's rewrite), the
+    inputs rounded alike; Jᵀ and the primal are taken to float32 before the weight and the
+    products that form G, which are float32 sums. "bfloat16" trades accuracy for speed where the
+    CPU has bfloat16 arithmetic (AVX-512 BF16, AMX) or on a GPU: its error against float64 and
+    speed-up on this machine's decoders, benchmarks/README.md (bench_riemann.py --precision).
     share_primal: method "stacked" decodes each image of a chunk once, as the primal of all its
     cells in the chunk (cells of one image are best passed next to each other, as sorted ids
     are); False decodes it once per cell. The same numbers either way, up to float rounding.
@@ -216,6 +226,11 @@ def cell_metrics(
     device = _resolve_device(decode, device)
     if fuse:
         decode = for_jvp(decode)
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r} must be one of {list(PRECISIONS)}")
+        dtype = PRECISIONS[precision]
+        decode = cast(decode, dtype)
     auto = method == "auto"
     out = np.empty((len(n), C, C), dtype=np.float32)
     with _evaluating(decode):
@@ -247,9 +262,13 @@ def cell_metrics(
                     raise
                 jt_fn, target, method = _JT["vmap_jvp"], decode, "vmap_jvp"
                 jt, primal = jt_fn(target, z, owner, hh, ww, channels_last)
+            if jt.dtype.itemsize < 4:  # the products and sums that form G in float32
+                jt = jt.float()
             if weight is not None:
                 if primal is None:  # the natural pixel order of the torch.func methods' J
                     primal = decode(_layout(_per_cell(z, owner), channels_last)).reshape(len(hh), -1)
+                if primal.dtype.itemsize < 4:
+                    primal = primal.float()
                 jt = jt * torch.sqrt(weight(primal))[:, None, :]  # Jᵀ diag(w) J = (Jᵀ√w)(Jᵀ√w)ᵀ
             G = jt @ jt.transpose(1, 2)
             # bmm does not guarantee a bitwise-symmetric A Aᵀ

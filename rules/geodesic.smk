@@ -19,7 +19,9 @@ rule knn_graph:
     resources:
         mem_mb=retry_mem(4000),
     params:
-        graph=lambda wc: {k: v for k, v in dcfg(wc, "graph").items() if k != "new_point_metric"},
+        graph=lambda wc: {
+            k: v for k, v in dcfg(wc, "graph").items() if k not in ("new_point_metric", "metric_precision")
+        },
     script:
         "../workflow_scripts/run_stage.py"
 
@@ -46,6 +48,7 @@ rule riemannian_lengths:
         **gpu_resources(),
         mem_mb=retry_mem(4000),
     params:
+        precision=lambda wc: dcfg(wc, "graph")["metric_precision"],
         device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"

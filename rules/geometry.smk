@@ -56,6 +56,7 @@ rule geometry:
         metrics=Q.metrics(QS),
         quantizers=QS,
         graph_k=lambda wc: dcfg(wc, "graph")["k"],
+        precision=lambda wc: dcfg(wc, "graph")["metric_precision"],
         geometry=lambda wc: dcfg(wc, "geometry"),
         report=lambda wc: dcfg(wc, "report"),
         device=config["device"],

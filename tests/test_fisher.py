@@ -189,6 +189,7 @@ def test_stages_measure_and_link_with_the_metric_of_their_wildcard(tmp_path):
             "riemannian_lengths",
             {"graph": str(tmp_path / "knn.npz"), "latents_train": train, "model": str(tmp_path / "model.pt")},
             {"lengths": f"lengths_{kind}.npz"},
+            precision="float32",
             device="cpu",
         )
         smk.wildcards = SimpleNamespace(metric=kind)  # the runner hands stages their wildcards
@@ -196,6 +197,21 @@ def test_stages_measure_and_link_with_the_metric_of_their_wildcard(tmp_path):
         _, d = load_graph(tmp_path / f"lengths_{kind}.npz", ("nodes", "x", "metrics"))
         decode, weight = pullback(model, kind)
         np.testing.assert_allclose(d["metrics"], cell_metrics(decode, mu, d["nodes"], weight=weight), rtol=1e-6)
+    # graph.metric_precision reaches the metrics (rule riemannian_lengths' param precision)
+    smk = job(
+        tmp_path,
+        "riemannian_lengths",
+        {"graph": str(tmp_path / "knn.npz"), "latents_train": train, "model": str(tmp_path / "model.pt")},
+        {"lengths": "lengths_bf16.npz"},
+        precision="bfloat16",
+        device="cpu",
+    )
+    smk.wildcards = SimpleNamespace(metric="fisher")
+    entry(smk, riemannian_lengths)
+    bf16 = load_graph(tmp_path / "lengths_bf16.npz", ("metrics",))[1]["metrics"]
+    decode, weight = pullback(model, "fisher")
+    np.testing.assert_array_equal(bf16, cell_metrics(decode, mu, d["nodes"], weight=weight, precision="bfloat16"))
+    assert not np.array_equal(bf16, d["metrics"])
 
     entry(
         job(

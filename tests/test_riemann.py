@@ -136,6 +136,54 @@ def test_cell_metrics_float64_is_tighter(conv, conv_oracle):
     assert _rel_err(G, G_ref) < 3e-7  # float32 rounding of the output only
 
 
+def _median_rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.median(np.sqrt(((a - b) ** 2).sum((1, 2)) / (b**2).sum((1, 2)))))
+
+
+@pytest.mark.parametrize("method", ["stacked", "vmap_jvp"])
+def test_cell_metrics_bfloat16_route(conv, conv_oracle, method):
+    """precision="bfloat16": the decoder runs on a bfloat16 copy (the given one untouched), G comes
+    back float32 and symmetric, off the float64 oracle by bfloat16's rounding (~2^-8), not by
+    float32's; a bound decode method (vanilla VAE) is cast with its module."""
+    dec, Z = conv
+    cells, G_ref = conv_oracle
+    G = cell_metrics(dec, Z, cells, batch_size=7, method=method, precision="bfloat16")
+    assert G.dtype == np.float32 and np.array_equal(G, G.transpose(0, 2, 1))
+    assert 1e-4 < _median_rel_err(G, G_ref) < 3e-2
+    assert all(p.dtype == torch.float32 for p in dec.parameters())
+    np.testing.assert_array_equal(G, cell_metrics(dec, Z, cells, method=method, precision="bfloat16"))
+    np.testing.assert_array_equal(
+        cell_metrics(dec, Z, cells, method=method, precision="float32"), cell_metrics(dec, Z, cells, method=method)
+    )
+
+    torch.manual_seed(2)
+    vae = MLPVAE().eval()
+    Zv = np.random.default_rng(2).normal(size=(40, 5, 1, 1)).astype(np.float32)
+    G_ref = _oracle_metrics(copy.deepcopy(vae).double().decode, Zv, np.arange(40))
+    G = cell_metrics(vae.decode, Zv, np.arange(40), method=method, precision="bfloat16")
+    assert 1e-4 < _median_rel_err(G, G_ref) < 3e-2
+    with pytest.raises(ValueError, match="precision='float16' must be one of"):
+        cell_metrics(dec, Z, cells, precision="float16")
+
+
+def test_bfloat16_through_phase_convs():
+    """The spatial decoder's upsample + conv pairs as phase convs (chained 2 -> 4 where narrow),
+    built again for the bfloat16 copy (geovq.jvp._UpsampleConv.phase_conv): the route's error is
+    bfloat16's (~2^-8), also through the chained phases."""
+    from geovq.models import SpatialVAE
+
+    torch.manual_seed(3)
+    vae = SpatialVAE((1, 16, 16), latent_channels=3, grid=2, channels=(4, 6, 5))
+    _randomize_bn(vae, seed=3)
+    vae.eval()
+    Z = np.random.default_rng(3).normal(size=(6, 3, 2, 2)).astype(np.float32)
+    cells = np.arange(24)
+    G_ref = _oracle_metrics(copy.deepcopy(vae).double().decode, Z, cells)
+    G = cell_metrics(vae.decode, Z, cells, method="stacked", precision="bfloat16")
+    assert 1e-4 < _median_rel_err(G, G_ref) < 3e-2
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_cell_metrics_mlp_bound_method(method):
     torch.manual_seed(1)

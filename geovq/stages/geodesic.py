@@ -65,8 +65,11 @@ def riemannian_lengths(inp, out, params, log):
     G, d = load_graph(inp.graph, ("nodes", "x"))
     mu, _ = load_latents(inp.latents_train)
     decode, weight = pullback(load_vae(inp.model, device), params.metric)
-    log(f"{params.metric} pull-back metrics of {len(d['nodes'])} nodes (decoder in eval mode, device {device})")
-    metrics = cell_metrics(decode, mu, d["nodes"], weight=weight, device=device)
+    log(
+        f"{params.metric} pull-back metrics of {len(d['nodes'])} nodes "
+        f"(decoder in eval mode, {params.precision}, device {device})"
+    )
+    metrics = cell_metrics(decode, mu, d["nodes"], weight=weight, device=device, precision=params.precision)
     L = edge_lengths_from_metrics(G, d["x"], metrics)
     ratio = L.data / np.maximum(G.data, 1e-30)
     log(
@@ -149,6 +152,7 @@ def geodesic_codes(inp, out, params, log):
                 metrics_nodes=metrics_nodes,
                 pull=pull,
                 device=device,
+                precision=params.graph["metric_precision"],
             )
             codes[~is_node] = assign_new(nbr, lengths, vor["dist"], vor["label"])[0]
         save_npz(path, codes=codes.reshape(n, h, w), image_index=img, labels=labels[img], K=np.int64(K))

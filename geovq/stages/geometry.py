@@ -100,7 +100,7 @@ def geometry(inp, out, params, log):
     latent["graph geodesic (euclidean)"] = geo.new_cell_geodesic(Gg, nbr, nbr_euc.astype(np.float64), pools)
     for m in params.metrics:
         decode, weight = pullback(model, m)
-        G_t = cell_metrics(decode, mu_test, test_cells, weight=weight, device=device)
+        G_t = cell_metrics(decode, mu_test, test_cells, weight=weight, device=device, precision=params.precision)
         link = new_point_lengths(G_t, x_test, node_metrics[m], x, nbr)
         latent[f"graph geodesic ({m})"] = geo.new_cell_geodesic(lengths[m], nbr, link, pools)
         delta = x[pools] - x_test[:, None, :]  # (T, m, C): the metric at the test cell, no graph

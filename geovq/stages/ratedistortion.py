@@ -124,6 +124,7 @@ def rate_distortion(inp, out, params, log):
             metrics_nodes=metrics_nodes,
             pull=pull,
             device=device,
+            precision=params.graph["metric_precision"],
         )
     if q.name == "kmedoids" and any(k != main_K for k in Ks):
         D = euclidean_distances(x)
