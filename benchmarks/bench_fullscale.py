@@ -82,6 +82,7 @@ def run_one(args, quantizer):
         x = np.ascontiguousarray(cells[node_ids])
         del cells
     rec.update(device=str(device), threads=torch.get_num_threads(), n_cells_train=int(mu.size // mu.shape[1]))
+    rec["precision"] = args.precision if metric is not None else None
     rec.update(n_nodes=len(node_ids), dim=int(x.shape[1]))
     print(
         f"  device {device}, torch threads {torch.get_num_threads()}; "
@@ -116,7 +117,7 @@ def run_one(args, quantizer):
         with Stage("metrics", stages):
             keep_freed_memory()
             decode, weight = pull = pullback(vae, metric)
-            metrics = cell_metrics(decode, mu, node_ids, weight=weight, device=device)
+            metrics = cell_metrics(decode, mu, node_ids, weight=weight, device=device, precision=args.precision)
         with Stage("edge_lengths", stages):
             L = edge_lengths_from_metrics(G, x, metrics)
         ratio = L.data / np.maximum(G.data, 1e-30)
@@ -154,6 +155,7 @@ def run_one(args, quantizer):
             metrics_nodes=metrics,
             pull=pull,
             device=device,
+            precision=args.precision,
         )
         codes, _ = assign_new(nbr, lengths, km.dist_, km.labels_)
     rec.update(n_test_cells=int(len(new_ids)), n_codes_used=int(np.unique(codes).size))
@@ -203,6 +205,9 @@ def main():
     p.add_argument("--max-cells", type=int, help="seeded subsample of train cells as nodes (default: all)")
     p.add_argument("--max-test-cells", type=int, help="seeded subsample of test cells to code (default: all)")
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--precision", default="float32", choices=["float32", "bfloat16"], help="graph.metric_precision of the metrics"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch and faiss threads")
     p.add_argument("--json", help="also write the figures to this JSON file")
@@ -222,7 +227,10 @@ def main():
         print(flush=True)
 
     names = ("load", "knn_graph", "metrics", "edge_lengths", "k-medoids", "test_codes")
-    print(f"Per stage (k = {args.k}, K = {args.K}, max_iter = {args.max_iter}, swap = {args.swap}):")
+    print(
+        f"Per stage (k = {args.k}, K = {args.K}, max_iter = {args.max_iter}, swap = {args.swap}, "
+        f"metrics in {args.precision}):"
+    )
     print(f"{'quantizer':<11} {'stage':<13} {'wall s':>9} {'cpu s':>9} {'peak RSS MB':>12}")
     for r in rows:
         if r.get("failed"):
