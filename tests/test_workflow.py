@@ -627,3 +627,52 @@ def test_touching_the_geodesic_stages_reruns_no_vae_kmeans_or_vqvae(done):
         jobs = planned_jobs(work, cfg, *BY_MTIME)
     # the rate-distortion stage fits and links with library functions, not the geodesic stage's
     assert jobs == from_the_graph_on(), jobs
+
+
+def test_every_train_cell_a_graph_node(tmp_path):
+    """codebook.fit_cells: null on the test config (spatial variant: 1 200 images x 16 cells): every
+    train cell is a node of the graph and of every pull-back metric, every post-hoc quantizer is
+    fitted on all of them, every coded train cell is a node and keeps its Voronoi label, and the
+    study's contrasts, the rate-distortion sweep and the report follow."""
+    import pandas as pd
+
+    from geovq.config import validate
+
+    # the spatial variant (the vanilla one is fitted on all its 1 200 cells already); one
+    # rate-distortion refit and one prior epoch keep the run to a few minutes
+    cfg = write_config(
+        tmp_path / "config.yaml",
+        variants=["spatial"],
+        codebook__fit_cells=None,
+        rate_distortion__Ks=[8],
+        prior__epochs=1,
+    )
+    run_snakemake(tmp_path, configfile=cfg)
+    n_cells = TEST_CONFIG["dataset_options"]["n_train"] * TEST_CONFIG["vae"]["spatial"]["grid"] ** 2
+    for s in SEEDS:
+        run = tmp_path / "results" / "synthetic" / "spatial" / f"seed{s}"
+        every = np.arange(n_cells)
+        np.testing.assert_array_equal(np.load(run / "cells.npz")["ids"], every)
+        np.testing.assert_array_equal(np.load(run / "graph" / "knn.npz")["nodes"], every)
+        for m in METRICS:
+            d = np.load(run / "graph" / f"lengths_{m}.npz")
+            np.testing.assert_array_equal(d["nodes"], every)
+            assert d["metrics"].shape == (n_cells, 3, 3) and np.isfinite(d["metrics"]).all()
+        for q in POST:
+            np.testing.assert_array_equal(np.load(run / q / "codebook.npz")["fit_cell_ids"], every, err_msg=q)
+        for q in GEO:
+            codes = np.load(run / q / "codes_train.npz")
+            label = np.load(run / q / "voronoi.npz")["label"]
+            cells = (codes["image_index"][:, None] * 16 + np.arange(16)[None]).ravel()
+            np.testing.assert_array_equal(codes["codes"].ravel(), label[cells], err_msg=q)
+            test = np.load(run / q / "codes_test.npz")["codes"]
+            assert test.shape == (TEST_CONFIG["codebook"]["test_images"], 4, 4) and test.max() < label.max() + 1
+    tables = tmp_path / "results" / "tables"
+    c = pd.read_csv(tables / "contrasts.csv")
+    specs = validate(copy.deepcopy(TEST_CONFIG))["contrasts"]
+    assert set(c.contrast) == {f"{s['a']} \u2212 {s['b']}" for s in specs} and set(c.variant) == {"spatial"}
+    assert (c.n_seeds == len(SEEDS)).all() and np.isfinite(c[["diff_lo", "diff_hi"]]).all().all()
+    rd = pd.read_csv(tables / "rate_distortion.csv")
+    assert set(rd.K) == {8, TEST_CONFIG["codebook"]["K"]} and set(rd.quantizer) == set(QS)
+    run_snakemake(tmp_path, "--report", "report.html", configfile=cfg)
+    assert "rate_distortion.png" in (tmp_path / "report.html").read_text()
