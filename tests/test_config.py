@@ -20,6 +20,7 @@ def test_shipped_configs_are_valid(name):
 def test_defaults_filled():
     cfg = config.validate({})
     assert cfg["vae"]["spatial"]["latent_channels"] == 8 and cfg["device"] == "auto"
+    assert cfg["graph"]["metric_precision"] == "float32"
 
 
 @pytest.mark.parametrize(
@@ -32,6 +33,7 @@ def test_defaults_filled():
         ({"datasets": ["imagenet"]}, "datasets.0"),
         ({"overrides": {"mnist": {"vae": {"vanilla": {"hiden": 3}}}}}, "overrides.mnist.vae.vanilla.hiden"),
         ({"device": "tpu"}, "device"),
+        ({"graph": {"metric_precision": "float16"}}, "graph.metric_precision"),
     ],
 )
 def test_bad_config_names_key(bad, key):
