@@ -86,6 +86,33 @@ def euclidean_distances(x: np.ndarray, block: int = 2048) -> np.ndarray:
     return D
 
 
+def init_kmeans_snapped(x, k, seed):
+    """K distinct row ids of ``x``: faiss k-means centroids, each snapped to its nearest unused row.
+
+    The start of every K-medoids fit (Euclidean here, EuclideanKMedoids; geodesic in
+    geovq.geodesic.GeodesicKMedoids), so that K-medoids quantizers differ in their distances, not in
+    where they start."""
+    import faiss
+
+    km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False, max_points_per_centroid=256)
+    km.cp.min_points_per_centroid = 1  # silences faiss's "too few points" warning on tiny tests
+    km.train(x)
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(x)
+    _, near = index.search(km.centroids, min(32, x.shape[0]))
+    used = np.zeros(x.shape[0], dtype=bool)
+    medoids = []
+    for row in near:
+        free = row[(row >= 0) & ~used[np.maximum(row, 0)]]
+        if free.size:
+            m = int(free[0])
+        else:  # all 32 nearest taken: any unused node will do
+            m = int(np.flatnonzero(~used)[0])
+        used[m] = True
+        medoids.append(m)
+    return np.array(medoids, dtype=np.int64)
+
+
 class EuclideanKMedoids:
     """K-medoids with straight-line distances: objective sum_i ||x_i - x_medoid(i)|| (unsquared).
 
@@ -103,8 +130,6 @@ class EuclideanKMedoids:
     def fit(self, x: np.ndarray, D: np.ndarray | None = None):
         """D: the dense distance matrix of x (euclidean_distances), when already computed."""
         import kmedoids
-
-        from geovq.geodesic import init_kmeans_snapped
 
         x = np.ascontiguousarray(x, dtype=np.float32)
         if self.n_clusters > len(x):

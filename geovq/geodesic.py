@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-import faiss
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
+
+from geovq.codebook import init_kmeans_snapped
 
 # Rows x columns of one block of a Dijkstra distance matrix (float64): bounds the memory
 # of medoid updates and swap evaluations to ~32 MB whatever the cluster sizes.
@@ -255,30 +256,6 @@ def _cluster_adjacency(G, label, k):
     rows, cols = np.nonzero(flag.reshape(k, k))
     indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=k))])
     return indptr, cols
-
-
-def init_kmeans_snapped(x, k, seed):
-    """K distinct row ids of ``x``: faiss k-means centroids, each snapped to its nearest unused row.
-
-    The start of every K-medoids fit (geodesic here, Euclidean in geovq.codebook.EuclideanKMedoids),
-    so that K-medoids quantizers differ in their distances, not in where they start."""
-    km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, verbose=False, max_points_per_centroid=256)
-    km.cp.min_points_per_centroid = 1  # silences faiss's "too few points" warning on tiny tests
-    km.train(x)
-    index = faiss.IndexFlatL2(x.shape[1])
-    index.add(x)
-    _, near = index.search(km.centroids, min(32, x.shape[0]))
-    used = np.zeros(x.shape[0], dtype=bool)
-    medoids = []
-    for row in near:
-        free = row[(row >= 0) & ~used[np.maximum(row, 0)]]
-        if free.size:
-            m = int(free[0])
-        else:  # all 32 nearest taken: any unused node will do
-            m = int(np.flatnonzero(~used)[0])
-        used[m] = True
-        medoids.append(m)
-    return np.array(medoids, dtype=np.int64)
 
 
 def _init_kmeanspp(G, k, rng):
