@@ -63,7 +63,9 @@ def main():
     from geovq.config import validate
     from geovq.data import load_prepared
     from geovq.device import keep_freed_memory
-    from geovq.geodesic import assign_new, fit_medoids, link_new_cells
+    from geovq.kmedoids import fit_medoids
+    from geovq.linking import link_new_cells
+    from geovq.voronoi import assign_new
     from geovq.graph import bridge_components, knn_graph
     from geovq.riemann import cell_metrics, edge_lengths_from_metrics, pullback
     from geovq.stats import paired_contrast

@@ -8,8 +8,8 @@ library calls of the pipeline's geodesic jobs (geovq/stages/geodesic.py) one aft
     knn_graph     kNN graph of the cells (geovq.graph.knn_graph), bridged if disconnected
     metrics       pull-back metric of every node (geovq.riemann.cell_metrics; not for graph)
     edge_lengths  Riemannian edge lengths (geovq.riemann.edge_lengths_from_metrics; not for graph)
-    k-medoids     geodesic K-medoids (geovq.geodesic.fit_medoids)
-    test_codes    codes of the test cells (geovq.geodesic.link_new_cells + assign_new)
+    k-medoids     geodesic K-medoids (geovq.kmedoids.fit_medoids)
+    test_codes    codes of the test cells (geovq.linking.link_new_cells + geovq.voronoi.assign_new)
 
 and prints wall seconds, CPU seconds and peak RSS (MB) per stage, the total, and a summary table
 against the issue's targets. Each quantizer runs in a fresh subprocess so that its peak RSS is
@@ -55,7 +55,9 @@ def run_one(args, quantizer):
     from geovq.artifacts import fit_cell_ids, load_latents
     from geovq.codebook import to_cells
     from geovq.data import subset_indices
-    from geovq.geodesic import assign_new, fit_medoids, link_new_cells
+    from geovq.kmedoids import fit_medoids
+    from geovq.linking import link_new_cells
+    from geovq.voronoi import assign_new
     from geovq.graph import bridge_components, knn_graph
 
     print(f"quantizer {quantizer}", flush=True)

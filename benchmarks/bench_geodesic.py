@@ -24,8 +24,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from geovq.geodesic import GeodesicKMedoids, assign_new  # noqa: E402
 from geovq.graph import bridge_components, knn_graph, knn_query  # noqa: E402
+from geovq.kmedoids import GeodesicKMedoids  # noqa: E402
+from geovq.voronoi import assign_new  # noqa: E402
 
 
 def gaussian_mixture(n, c=16, n_comp=32, seed=0):

@@ -90,7 +90,7 @@ def init_kmeans_snapped(x, k, seed):
     """K distinct row ids of ``x``: faiss k-means centroids, each snapped to its nearest unused row.
 
     The start of every K-medoids fit (Euclidean here, EuclideanKMedoids; geodesic in
-    geovq.geodesic.GeodesicKMedoids), so that K-medoids quantizers differ in their distances, not in
+    geovq.kmedoids.GeodesicKMedoids), so that K-medoids quantizers differ in their distances, not in
     where they start."""
     import faiss
 
@@ -116,7 +116,7 @@ def init_kmeans_snapped(x, k, seed):
 class EuclideanKMedoids:
     """K-medoids with straight-line distances: objective sum_i ||x_i - x_medoid(i)|| (unsquared).
 
-    The Euclidean control of the geodesic K-medoids (geovq.geodesic.GeodesicKMedoids): the same
+    The Euclidean control of the geodesic K-medoids (geovq.kmedoids.GeodesicKMedoids): the same
     objective with graph geodesics replaced by straight lines, started from the same
     k-means-snapped medoids, solved by FasterPAM (Schubert & Rousseeuw 2021; the `kmedoids`
     package) on the dense distance matrix, single-threaded so that results do not depend on the

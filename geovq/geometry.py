@@ -187,7 +187,7 @@ def new_cell_geodesic(L, link_nbr, link_len, targets=None, *, chunk=256) -> np.n
     """Graph-geodesic distances from new cells, linked to graph nodes, to target nodes.
 
     d(t, j) = min over the links i of t (link_len[t, i] + d_L(link_nbr[t, i], j)), the distance
-    `geovq.geodesic.assign_new` uses to code t. Computed exactly by one Dijkstra run per new cell
+    `geovq.voronoi.assign_new` uses to code t. Computed exactly by one Dijkstra run per new cell
     from a virtual node with out-edges only, to its links (no path can pass through it), `chunk`
     cells at a time (memory chunk x N x 8 bytes).
 

@@ -89,7 +89,7 @@ def test_geodesic_kmedoids_on_a_complete_euclidean_graph_equals_euclidean_kmedoi
     from scipy.spatial.distance import cdist
 
     from geovq.codebook import EuclideanKMedoids
-    from geovq.geodesic import GeodesicKMedoids
+    from geovq.kmedoids import GeodesicKMedoids
 
     x = _blobs(seed=3)
     D = cdist(x.astype(np.float64), x.astype(np.float64))

@@ -163,11 +163,11 @@ def test_stages_measure_and_link_with_the_metric_of_their_wildcard(tmp_path):
 
     from geovq.artifacts import load_graph
     from geovq.codebook import to_cells
-    from geovq.geodesic import assign_new
     from geovq.graph import knn_query
     from geovq.stages.codebook import train_cells
     from geovq.stages.geodesic import geodesic_codes, geodesic_medoids, knn_graph, riemannian_lengths
     from geovq.stages.runner import entry
+    from geovq.voronoi import assign_new
     from geovq.train import load_vae, save_vae
     from test_stage_errors import DEFAULTS, GRAPH_OUT, graph_params, job, latents
 

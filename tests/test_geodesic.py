@@ -1,4 +1,4 @@
-"""Tests of geovq.geodesic against independent oracles (networkx shortest paths, dense matrices, FasterPAM)."""
+"""Tests of geovq.voronoi and geovq.kmedoids against independent oracles (networkx shortest paths, dense matrices, FasterPAM)."""
 
 import kmedoids
 import networkx as nx
@@ -9,8 +9,9 @@ from scipy.sparse.csgraph import dijkstra
 
 from conftest import to_nx
 
-from geovq.geodesic import GeodesicKMedoids, _SwapSearch, _voronoi, assign_new, medoid_update, second_nearest, voronoi
 from geovq.graph import bridge_components, knn_graph
+from geovq.kmedoids import GeodesicKMedoids, _SwapSearch, medoid_update
+from geovq.voronoi import _voronoi, assign_new, second_nearest, voronoi
 
 
 def random_graph(n, seed, avg_degree=6, zero_frac=0.0):

@@ -80,7 +80,7 @@ def riemannian_lengths(inp, out, params, log):
 
 
 def geodesic_medoids(inp, out, params, log):
-    from geovq.geodesic import fit_medoids
+    from geovq.kmedoids import fit_medoids
 
     G, d = load_graph(inp.lengths, ("nodes", "x"))
     m = params.medoids
@@ -109,7 +109,8 @@ def geodesic_medoids(inp, out, params, log):
 def geodesic_codes(inp, out, params, log):
     """Codes of train and test cells: a graph node keeps its Voronoi label; any other cell is
     linked to its k nearest nodes and takes the label of the shortest path through them."""
-    from geovq.geodesic import assign_new, link_new_cells
+    from geovq.linking import link_new_cells
+    from geovq.voronoi import assign_new
     from geovq.quantizers import get
 
     G, d = load_graph(inp.lengths, ("nodes", "x"))

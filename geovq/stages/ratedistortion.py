@@ -2,7 +2,7 @@
 
 ``rate_distortion`` (one job per run and quantizer) fits the quantizer at every K of config
 ``rate_distortion.Ks`` on the run's shared fit cells, exactly as its codebook rule fits it at the
-main K (geovq.codebook.fit_euclidean, geovq.geodesic.fit_medoids), and scores the
+main K (geovq.codebook.fit_euclidean, geovq.kmedoids.fit_medoids), and scores the
 first ``rate_distortion.test_images`` of the run's coded test images under each of its assignment
 rules. At the main K nothing is refitted: the run's own codebook and test codes are read, so
 that point is the main table's (rule ``evaluate``) on the first images. The VQ-VAE contributes
@@ -95,7 +95,7 @@ def rate_distortion(inp, out, params, log):
     G = D = links = None
     if q.geodesic:
         from geovq.artifacts import load_graph
-        from geovq.geodesic import link_new_cells
+        from geovq.linking import link_new_cells
 
         G, g = load_graph(inp.lengths, ("nodes", "x"))
         if not np.array_equal(g["nodes"], ids):
@@ -147,7 +147,8 @@ def rate_distortion(inp, out, params, log):
                 fit_labels["nearest"] = _fit_codes_vqvae(inp, ids, device, (h, w))
         else:
             if q.geodesic:
-                from geovq.geodesic import assign_new, fit_medoids
+                from geovq.kmedoids import fit_medoids
+                from geovq.voronoi import assign_new
 
                 est = fit_medoids(G, x, K, params.medoids, params.seed)
                 log(f"K={K}: geodesic K-medoids objective {est.objective_[0]:.6g} -> {est.objective_[-1]:.6g}")

@@ -147,7 +147,7 @@ def analysis(inp, out, params, log):
     """The original study's analyses on one VAE's latents, as tables and figures."""
     from geovq.codebook import nearest_centroid
     from geovq.metrics import codebook_stats
-    from geovq.geodesic import fit_medoids
+    from geovq.kmedoids import fit_medoids
     from geovq.train import decode, load_vae
 
     device = device_of(params)
