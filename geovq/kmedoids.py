@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 from scipy.sparse.csgraph import dijkstra
@@ -13,6 +16,9 @@ from geovq.voronoi import _check_graph, _check_nodes, _gather_rows, _induced, _v
 # Rows x columns of one block of a Dijkstra distance matrix (float64): bounds the memory
 # of medoid updates and swap evaluations to ~32 MB whatever the cluster sizes.
 _BLOCK = 4_000_000
+
+# In a worker process of _update_pool only: (G, the worker's own medoid_update scratch).
+_WORKER = None
 
 
 def _row_sums(H, sources):
@@ -72,6 +78,31 @@ def medoid_update(G, members, *, current=None, exact_max=200, n_sample=32, n_can
     return int(members[best])
 
 
+def _update_pool(G, n_jobs):
+    """Worker processes for medoid updates of graph G, or None (the serial path) when n_jobs is 1.
+
+    Processes, not threads: scipy's dijkstra holds the GIL for the whole search (measured with
+    scipy 1.17: a Python loop in another thread stalls during the call, and 2 threads run N
+    independent calls no faster than 1). Forked workers inherit G copy-on-write (the initializer's
+    arguments are not pickled under fork); where fork is unavailable the updates run serially.
+    """
+    if n_jobs == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    ctx = multiprocessing.get_context("fork")
+    return ProcessPoolExecutor(n_jobs, mp_context=ctx, initializer=_update_worker, initargs=(G,))
+
+
+def _update_worker(G):
+    global _WORKER
+    _WORKER = (G, np.full(G.shape[0], -1, dtype=np.int64))
+
+
+def _update_task(task):
+    members, current, exact_max, seed = task
+    G, loc = _WORKER
+    return medoid_update(G, members, current=current, exact_max=exact_max, seed=seed, _loc=loc)
+
+
 def _cluster_order(label, k):
     """Nodes sorted by cluster and each cluster's [start, stop) in that order."""
     order = np.argsort(label, kind="stable")
@@ -128,7 +159,8 @@ class GeodesicKMedoids:
     "random" (seeded), or an array of K node ids. swap_candidates: candidates evaluated
     per cell and round; swap_depth: per cell, how many (best by a one-hop bound) are
     tried before the cell counts as converged; exact_max: cells above this size get the
-    sampled medoid update (see medoid_update).
+    sampled medoid update (see medoid_update). n_jobs: worker processes for the medoid updates
+    of an alternation (1: serial, in this process); the fit does not depend on it.
 
     Attributes after fit: medoids_ (K,) node ids, labels_ (N,) positions 0..K-1, dist_ (N,)
     geodesic distance to the medoid, cluster_centers_ = x[medoids_], objective_ (the
@@ -149,6 +181,7 @@ class GeodesicKMedoids:
         swap_candidates=8,
         swap_depth=16,
         exact_max=200,
+        n_jobs=1,
         verbose=False,
     ):
         self.n_clusters = n_clusters
@@ -161,6 +194,7 @@ class GeodesicKMedoids:
         self.swap_candidates = swap_candidates
         self.swap_depth = swap_depth
         self.exact_max = exact_max
+        self.n_jobs = n_jobs
         self.verbose = verbose
 
     def _log(self, msg):
@@ -179,41 +213,50 @@ class GeodesicKMedoids:
             return np.sort(rng.choice(G.shape[0], size=k, replace=False)).astype(np.int64)
         raise ValueError(f"init={self.init!r} must be 'kmeans', 'kmeans++', 'random' or node ids")
 
+    def _medoid_updates(self, G, order, starts, medoids, todo, loc, pool):
+        """medoid_update of each cell in `todo`, in that order; in pool's workers when given."""
+        tasks = [(order[starts[j] : starts[j + 1]], medoids[j], self.exact_max, self.seed + j) for j in todo]
+        if pool is None:
+            return [medoid_update(G, m, current=c, exact_max=e, seed=s, _loc=loc) for m, c, e, s in tasks]
+        # largest cells first (the cost grows with size) in a few chunks per worker; each result
+        # back at its cell's place, so nothing depends on which worker ran what
+        by_size = np.argsort([-t[0].size for t in tasks], kind="stable")
+        chunk = max(1, len(tasks) // (8 * self.n_jobs))
+        out = [None] * len(tasks)
+        for i, m in zip(by_size, pool.map(_update_task, [tasks[i] for i in by_size], chunksize=chunk)):
+            out[i] = m
+        return out
+
     def _alternate(self, G, medoids, dist, label, loc, n_iter):
         """Medoid updates + reassignment until no medoid moves; returns the new state."""
         k = medoids.size
         dirty = np.ones(k, dtype=bool)
-        while n_iter < self.max_iter:
-            order, starts = _cluster_order(label, k)
-            new = medoids.copy()
-            for j in np.flatnonzero(dirty):
-                new[j] = medoid_update(
-                    G,
-                    order[starts[j] : starts[j + 1]],
-                    current=medoids[j],
-                    exact_max=self.exact_max,
-                    seed=self.seed + j,
-                    _loc=loc,
-                )
-            if np.array_equal(new, medoids):
-                break
-            new_dist, new_label = _voronoi(G, new)
-            obj = float(new_dist.sum())
-            n_iter += 1
-            if obj > self.objective_[-1]:  # only float noise can do this; keep the better state
-                break
-            # a cell needs a new update only if its members or medoid changed
-            changed = (new_label != label) | (new_dist != dist)
-            dirty = np.zeros(k, dtype=bool)
-            dirty[new_label[changed]] = True
-            dirty[label[changed]] = True
-            dirty[new != medoids] = True
-            gain = self.objective_[-1] - obj
-            medoids, dist, label = new, new_dist, new_label
-            self.objective_.append(obj)
-            self._log(f"alternate {n_iter}: objective {obj:.6g}")
-            if gain <= self.tol * obj:
-                break
+        pool = _update_pool(G, self.n_jobs)
+        with pool or contextlib.nullcontext():
+            while n_iter < self.max_iter:
+                order, starts = _cluster_order(label, k)
+                new = medoids.copy()
+                todo = np.flatnonzero(dirty)
+                new[todo] = self._medoid_updates(G, order, starts, medoids, todo, loc, pool)
+                if np.array_equal(new, medoids):
+                    break
+                new_dist, new_label = _voronoi(G, new)
+                obj = float(new_dist.sum())
+                n_iter += 1
+                if obj > self.objective_[-1]:  # only float noise can do this; keep the better state
+                    break
+                # a cell needs a new update only if its members or medoid changed
+                changed = (new_label != label) | (new_dist != dist)
+                dirty = np.zeros(k, dtype=bool)
+                dirty[new_label[changed]] = True
+                dirty[label[changed]] = True
+                dirty[new != medoids] = True
+                gain = self.objective_[-1] - obj
+                medoids, dist, label = new, new_dist, new_label
+                self.objective_.append(obj)
+                self._log(f"alternate {n_iter}: objective {obj:.6g}")
+                if gain <= self.tol * obj:
+                    break
         return medoids, dist, label, n_iter
 
     def fit(self, G, x):
@@ -225,6 +268,8 @@ class GeodesicKMedoids:
         k = self.n_clusters
         if not (isinstance(k, (int, np.integer)) and 1 <= k <= n):
             raise ValueError(f"n_clusters={k!r} must be an integer in [1, number of nodes N={n}]")
+        if not (isinstance(self.n_jobs, (int, np.integer)) and self.n_jobs >= 1):
+            raise ValueError(f"n_jobs={self.n_jobs!r} must be an integer >= 1")
         rng = np.random.default_rng(self.seed)
         t0 = self._t_fit = time.perf_counter()
         self.timings_ = {}
@@ -490,8 +535,10 @@ def _select_swaps(props, medoids, removal, adj_ptr, adj, eps, level):
     return new, total
 
 
-def fit_medoids(G, x, K, medoids, seed):
+def fit_medoids(G, x, K, medoids, seed, *, threads=1):
     """Geodesic K-medoids of the graph's nodes as every geodesic codebook is fitted (config section
-    ``medoids``: init, max_iter, swap); rule ``rate_distortion`` fits its other Ks with it too."""
+    ``medoids``: init, max_iter, swap); rule ``rate_distortion`` fits its other Ks with it too.
+    threads: the job's cores, for the medoid updates (GeodesicKMedoids' n_jobs; same fit for any)."""
     m = medoids
-    return GeodesicKMedoids(K, init=m["init"], max_iter=m["max_iter"], swap=m["swap"], seed=seed).fit(G, x)
+    km = GeodesicKMedoids(K, init=m["init"], max_iter=m["max_iter"], swap=m["swap"], seed=seed, n_jobs=threads)
+    return km.fit(G, x)
