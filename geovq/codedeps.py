@@ -1,8 +1,9 @@
 """Each rule's code inputs: the geovq source files its job can run, read from the imports with `ast`.
 
 Nothing is imported: rules/common.smk calls `code_inputs` while Snakemake builds the DAG. A job runs
-workflow_scripts/run_stage.py, which imports geovq.stages.registry and geovq.stages.runner and calls
-``runner.entry`` on the function the registry names for the rule; what that can run is the closure
+workflow_scripts/run_stage.py, which hands the job to a warm server (geovq.stages.warm.delegate) or
+runs it itself; either way geovq.stages.runner.run_rule looks the rule up in geovq.stages.registry and
+calls ``runner.entry`` on the function the registry names for it; what that can run is the closure
 below, over nodes (module, top-level name):
 
 - (m, f) depends on m's top level (m, TOP), which runs when m is imported: the top level of every
@@ -27,7 +28,8 @@ from pathlib import Path
 
 PACKAGE = "geovq"
 REGISTRY = "geovq.stages.registry"
-RUNNER = ("geovq.stages.runner", "entry")  # what every job runs around its stage
+# what every job runs around its stage: the warm-server hand-over, then the runner
+RUNNER = (("geovq.stages.warm", "delegate"), ("geovq.stages.runner", "run_rule"))
 TOP = None  # the name of a module's top level in a node (module, TOP)
 
 _parsed = {}  # path -> (mtime_ns, size, _Module)
@@ -240,7 +242,7 @@ class Source:
 
     def roots(self, rule):
         """Where a rule's job starts: its stage, the runner's entry and the registry."""
-        return [self.stage(rule), RUNNER, (REGISTRY, TOP)]
+        return [self.stage(rule), *RUNNER, (REGISTRY, TOP)]
 
 
 def code_inputs(rule, root):

@@ -1,20 +1,21 @@
 """Snakemake entry point of every rule: runs the stage geovq/stages/registry.py names for the rule.
 
-Imports only that stage's module (one process per job, as `script:` runs it), then hands it to
-geovq.stages.runner.entry: log file, threads, one-line errors.
+The job goes to a warm server when one can be had (geovq.stages.warm: a child forked from a
+process that has already imported torch, numpy, scipy and faiss), else it runs here, importing
+only that stage's module; either way through geovq.stages.runner.run_rule (log file, threads,
+one-line errors).
 """
 
-import importlib
 import sys
 
-sys.path.insert(0, snakemake.scriptdir + "/..")  # noqa: F821 (geovq without install, e.g. --sdm conda)
-from geovq.stages.registry import STAGES  # noqa: E402
+ROOT = snakemake.scriptdir + "/.."  # noqa: F821 (snakemake is injected by the script directive)
+sys.path.insert(0, ROOT)  # geovq without install, e.g. --sdm conda
+from geovq.stages.warm import delegate  # noqa: E402 (standard library only)
 
-rule = snakemake.rule  # noqa: F821 (snakemake is injected by the script directive)
-if rule not in STAGES:
-    sys.exit(f"geovq error: rule {rule!r} has no stage in geovq/stages/registry.py")
-module, _, name = STAGES[rule].partition(":")
+status = delegate(snakemake, ROOT)  # noqa: F821
+if status is not None:
+    sys.exit(status)
 
-from geovq.stages.runner import entry  # noqa: E402
+from geovq.stages.runner import run_rule  # noqa: E402
 
-entry(snakemake, getattr(importlib.import_module(module), name))  # noqa: F821
+run_rule(snakemake)  # noqa: F821

@@ -30,10 +30,34 @@ class Log:
         print(line, file=self.f or sys.stderr, flush=True)
 
 
-def entry(smk, stage):
-    """Run ``stage`` for a Snakemake ``script:`` job: log to the rule's log, one-line errors."""
+def run_rule(smk, started=None):
+    """Run the stage geovq/stages/registry.py names for the job's rule (``smk``: Snakemake's job
+    object). ``started``: when the job's process started (default: this process's start)."""
+    import importlib
+
+    from geovq.stages.registry import STAGES
+
+    if smk.rule not in STAGES:
+        sys.exit(f"geovq error: rule {smk.rule!r} has no stage in geovq/stages/registry.py")
+    module, _, name = STAGES[smk.rule].partition(":")
+    entry(smk, getattr(importlib.import_module(module), name), started=started)
+
+
+def entry(smk, stage, started=None):
+    """Run ``stage`` for a Snakemake ``script:`` job: log to the rule's log, one-line errors.
+
+    The log's first line says how long the job's process ran before the stage was called (start-up:
+    the interpreter, Snakemake's script preamble and the imports; ``started`` is that process's
+    start, default this one's), its last lines the geovq modules loaded, peak RSS and CPU time."""
+    import resource
+
+    from geovq.stages.warm import process_start
+
+    started = process_start() if started is None else started
     log_path = smk.log[0] if len(smk.log) else None
     log = Log(log_path)
+    if started is not None:
+        log(f"start-up {time.time() - started:.2f} s (process start to the stage's call: interpreter, imports)")
     # the config's thread count, not the cores Snakemake granted: results must not depend on --cores
     _set_threads(smk.config["threads"])
     stderr = sys.stderr
@@ -42,6 +66,8 @@ def entry(smk, stage):
         with redirect as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
             stage(smk.input, smk.output, stage_params(smk), log)
         log("geovq modules: " + " ".join(sorted(m for m in sys.modules if m == "geovq" or m.startswith("geovq."))))
+        use = resource.getrusage(resource.RUSAGE_SELF)
+        log(f"peak RSS {use.ru_maxrss / 1024:.0f} MB, CPU {use.ru_utime + use.ru_stime:.1f} s")
         log(f"done in {time.perf_counter() - log.t0:.1f}s")
     except (GeovqError, ValueError) as e:
         msg = f"geovq error in rule {smk.rule}: {e}".splitlines()[0]
