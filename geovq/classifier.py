@@ -37,11 +37,11 @@ class Classifier(nn.Module):
 
 
 def _epoch(model, images, labels, batch_size, device, opt=None, sched=None, generator=None, guard=None):
-    from geovq.train import batches
+    from geovq.train import Sums, batches
 
-    loss_sum, correct = 0.0, 0
-    for idx in batches(len(images), batch_size, generator):
-        x, y = images[idx].to(device, non_blocking=True), labels[idx].to(device)
+    sums = Sums(2, device)
+    for idx in batches(len(images), batch_size, generator, device):
+        x, y = images[idx], labels[idx]
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         if guard is not None:
@@ -51,9 +51,11 @@ def _epoch(model, images, labels, batch_size, device, opt=None, sched=None, gene
             loss.backward()
             opt.step()
             sched.step()
-        loss_sum += loss.item() * len(idx)
-        correct += (logits.argmax(1) == y).sum().item()
-    return loss_sum / max(len(images), 1), correct / max(len(images), 1)
+        sums.add(loss.detach().double() * len(idx), (logits.argmax(1) == y).sum())
+    if guard is not None:
+        guard.flush()
+    loss_sum, correct = sums.numpy()
+    return float(loss_sum) / max(len(images), 1), float(correct) / max(len(images), 1)
 
 
 def train_classifier(images, labels, params, *, seed, device, log=print):
@@ -62,7 +64,7 @@ def train_classifier(images, labels, params, *, seed, device, log=print):
     Rows report cross-entropy and accuracy on the training part and on a seeded held-out
     validation part of the given images.
     """
-    from geovq.train import Diverged, split_train_val
+    from geovq.train import Diverged, on_device, split_train_val
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -75,16 +77,18 @@ def train_classifier(images, labels, params, *, seed, device, log=print):
     steps = params["epochs"] * -(-len(tr) // params["batch_size"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     log(f"classifier: {n_classes} classes, {len(tr)} train / {len(va)} validation images, device {device}")
+    train_x, train_y = on_device(images[tr], device), on_device(labels[tr], device)
+    val_x, val_y = on_device(images[va], device), on_device(labels[va], device)
     guard = Diverged("classifier", params["epochs"], params["lr"])
     rows = []
     for epoch in range(1, params["epochs"] + 1):
         t0 = time.perf_counter()
         guard.epoch = epoch
         model.train()
-        tr_loss, tr_acc = _epoch(model, images[tr], labels[tr], params["batch_size"], device, opt, sched, gen, guard)
+        tr_loss, tr_acc = _epoch(model, train_x, train_y, params["batch_size"], device, opt, sched, gen, guard)
         model.eval()
         with torch.no_grad():
-            va_loss, va_acc = _epoch(model, images[va], labels[va], 1024, device) if len(va) else (np.nan, np.nan)
+            va_loss, va_acc = _epoch(model, val_x, val_y, 1024, device) if len(va) else (np.nan, np.nan)
         if len(va):
             guard.check(va_loss, "validation loss")
         rows.append(

@@ -53,10 +53,20 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
+        """x (B, T, C). With ``cache`` (a dict, empty at the first position), x is the next single
+        position: its keys and values are appended to the cached ones, and it attends to all of them
+        (key-value caching: sampling costs one position per step, not the whole prefix)."""
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, 2))
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        if cache is not None:
+            if T != 1:
+                raise ValueError(f"a key-value cache takes one position at a time, got {T}")
+            if cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        dropout = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=cache is None)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -79,8 +89,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(cfg.n_embd)
         self.mlp = MLP(cfg)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -151,6 +161,23 @@ class CodePrior(nn.Module):
     def forward(self, codes, labels=None):
         """Logits (B, L, K): position i is the distribution of codes[:, i] given codes[:, :i]."""
         return self.logits_from_prefix(codes[:, :-1], labels)
+
+    def next_logits(self, labels=None, batch=None):
+        """A generator of the logits (B, K) of code t given codes 0..t-1: send it each chosen code
+        (B,) in turn. Key-value cached, so each step runs one position through the model; the same
+        logits as ``logits_from_prefix(prefix, last_only=True)`` up to float rounding."""
+        B = batch if labels is None else len(labels)
+        self._check_labels(labels, B)
+        x = self.start.expand(B, 1, -1)
+        if self.cls_emb is not None:
+            x = x + self.cls_emb(labels)[:, None]
+        caches = [{} for _ in self.blocks]
+        for t in range(self.config.block_size):
+            h = self.drop(x + self.pos_emb.weight[t])
+            for block, cache in zip(self.blocks, caches):
+                h = block(h, cache)
+            chosen = yield self.head(self.ln_f(h[:, -1]))
+            x = self.tok_emb(chosen)[:, None]
 
 
 # ---------------------------------------------------------------- checks and likelihood
@@ -250,7 +277,7 @@ def train_prior(codes, labels, K, params, *, seed, device, log=print):
     are restored. Rows report NLL in bits per token (the training value is the running mean
     over the epoch, dropout on).
     """
-    from geovq.train import Diverged, split_train_val
+    from geovq.train import Diverged, Sums, on_device, split_train_val
 
     codes = np.asarray(codes)
     if codes.ndim != 3:
@@ -291,8 +318,8 @@ def train_prior(codes, labels, K, params, *, seed, device, log=print):
     bs, epochs = params["batch_size"], params["epochs"]
     opt = _optimizer(model, params["lr"], params["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(epochs * math.ceil(len(tr) / bs)))
-    train_seq, val_seq = seq[tr], seq[va]
-    train_y = y[tr] if y is not None else None
+    train_seq, val_seq = on_device(seq[tr], device), seq[va]
+    train_y = on_device(y[tr], device) if y is not None else None
     val_y = y[va].numpy() if y is not None else None
     best, best_state, bad, rows = math.inf, None, 0, []
     guard = Diverged("prior", epochs, params["lr"])
@@ -300,10 +327,10 @@ def train_prior(codes, labels, K, params, *, seed, device, log=print):
         t0 = time.perf_counter()
         guard.epoch = epoch
         model.train()
-        total, n_tok = 0.0, 0
-        for idx in torch.randperm(len(train_seq), generator=gen).split(bs):
-            x = train_seq[idx].to(device, non_blocking=True)
-            logits = model(x, None if train_y is None else train_y[idx].to(device))
+        sums, n_tok = Sums(1, device), 0
+        for idx in torch.randperm(len(train_seq), generator=gen).to(device).split(bs):
+            x = train_seq[idx]
+            logits = model(x, None if train_y is None else train_y[idx])
             loss = F.cross_entropy(logits.reshape(-1, cfg.K), x.reshape(-1))
             guard.check(loss)
             opt.zero_grad(set_to_none=True)
@@ -311,8 +338,10 @@ def train_prior(codes, labels, K, params, *, seed, device, log=print):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
-            total += loss.item() * x.numel()
+            sums.add(loss.detach().double() * x.numel())
             n_tok += x.numel()
+        guard.flush()
+        total = float(sums.numpy()[0])
         seconds = time.perf_counter() - t0
         val_bits, _ = nll_bits(model, val_seq.view(-1, *cfg.grid), val_y, device=device)
         guard.check(val_bits, "validation NLL (bits/token)")
@@ -365,16 +394,19 @@ def sample(model, n, *, labels=None, temperature=1.0, top_k=None, generator=None
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
         yb = None if y is None else y[i : i + b].to(device)
-        seq = torch.empty(b, 0, dtype=torch.long, device=device)
-        for _ in range(cfg.block_size):  # L is tiny (16), so no KV cache: recompute the prefix
-            logits = model.logits_from_prefix(seq, yb, last_only=True).float() / temperature
+        steps = model.next_logits(yb, batch=b)
+        logits, seq = next(steps), []
+        for t in range(cfg.block_size):
+            logits = logits.float() / temperature
             if top_k is not None and top_k < cfg.K:
                 kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, -math.inf)
-            probs = F.softmax(logits, dim=-1).cpu()
+            probs = F.softmax(logits, dim=-1).cpu()  # drawn on the CPU generator: the same on any device
             nxt = torch.multinomial(probs, 1, generator=generator)
-            seq = torch.cat([seq, nxt.to(device)], dim=1)
-        out.append(seq.cpu())
+            seq.append(nxt)
+            if t + 1 < cfg.block_size:
+                logits = steps.send(nxt[:, 0].to(device))
+        out.append(torch.cat(seq, dim=1))
     return torch.cat(out).view(n, *cfg.grid).numpy().astype(np.int64)
 
 

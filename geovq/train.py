@@ -20,10 +20,33 @@ def split_train_val(n: int, val_fraction: float, seed: int):
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def batches(n, batch_size, generator=None):
+def batches(n, batch_size, generator=None, device="cpu"):
+    """Index batches of one epoch: a seeded permutation drawn on the CPU (the same on every device),
+    moved to ``device`` once, so that indexing data already there costs no host round trip per step."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    order = order.to(device)
     for i in range(0, n, batch_size):
         yield order[i : i + batch_size]
+
+
+def on_device(images, device):
+    """The whole data set on ``device`` once (no per-step copies); on the CPU the tensor itself."""
+    return images.to(device, non_blocking=True)
+
+
+class Sums:
+    """Per-epoch sums of per-step values kept on the device in float64 and read once, at the end:
+    a per-step ``.item()`` would stop an accelerator every step. On the CPU the additions are the
+    same float64 additions of the same float32 values as summing Python floats: the same numbers."""
+
+    def __init__(self, n, device):
+        self.total = torch.zeros(n, dtype=torch.float64, device=device)
+
+    def add(self, *values):
+        self.total += torch.stack([torch.as_tensor(v).detach().to(self.total.device).double() for v in values])
+
+    def numpy(self):
+        return self.total.cpu().numpy()
 
 
 class Diverged:
@@ -31,6 +54,7 @@ class Diverged:
 
     def __init__(self, model: str, epochs: int, lr: float):
         self.model, self.epochs, self.lr, self.epoch, self.last = model, epochs, lr, 0, None
+        self._bad = self._value = self._last = self._what = None
 
     def _fail(self, what):
         raise GeovqError(
@@ -39,11 +63,32 @@ class Diverged:
         )
 
     def check(self, loss, what="training loss"):
-        """Raise GeovqError if ``loss`` (a scalar tensor, or a float) is NaN or inf: one cheap test per step."""
+        """Raise GeovqError if ``loss`` (a scalar tensor, or a float) is NaN or inf: one cheap test per
+        step on the CPU. A loss on an accelerator is not read back every step (that would stop it):
+        its first non-finite value is kept there, and :meth:`flush` raises at the end of the epoch."""
+        if torch.is_tensor(loss) and loss.device.type != "cpu":
+            v = loss.detach().float()
+            bad = ~torch.isfinite(v)
+            if self._bad is None:
+                self._bad, self._value, self._what = bad, v, what
+            else:
+                self._value = torch.where(self._bad | ~bad, self._value, v)
+                self._bad = self._bad | bad
+            self._last = v
+            return
         value = float(loss.detach()) if torch.is_tensor(loss) else float(loss)
         if not np.isfinite(value):
             self._fail(f"{what} is {value}")
         self.last = value
+
+    def flush(self):
+        """Raise for a non-finite loss seen on an accelerator since the last flush (one read back)."""
+        if self._bad is not None:
+            bad, value, what, last = bool(self._bad), float(self._value), self._what, float(self._last)
+            self._bad = self._value = self._last = None
+            if bad:
+                self._fail(f"{what} is {value}")
+            self.last = last
 
     def check_model(self, model):
         """Raise GeovqError if any weight or buffer of ``model`` is NaN or inf (nothing is saved from it)."""
@@ -54,9 +99,10 @@ class Diverged:
 
 
 def _epoch_loss(model, images, batch_size, beta, device, opt=None, generator=None, guard=None):
-    totals = np.zeros(3)
-    for idx in batches(len(images), batch_size, generator):
-        x = images[idx].to(device, non_blocking=True)
+    """Per-image means of (-ELBO, reconstruction, KL) over one pass; ``images`` already on ``device``."""
+    sums = Sums(3, device)
+    for idx in batches(len(images), batch_size, generator, device):
+        x = images[idx]
         logits, mu, logvar = model(x)
         recon, kl = elbo_terms(logits, x, mu, logvar)
         loss = (recon + beta * kl).mean()
@@ -66,8 +112,10 @@ def _epoch_loss(model, images, batch_size, beta, device, opt=None, generator=Non
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        totals += np.array([(recon + kl).sum().item(), recon.sum().item(), kl.sum().item()])
-    return totals / len(images)
+        sums.add((recon + kl).sum(), recon.sum(), kl.sum())
+    if guard is not None:
+        guard.flush()
+    return sums.numpy() / len(images)
 
 
 def train_vae(variant, images, params, *, seed, device, log=print):
@@ -80,7 +128,7 @@ def train_vae(variant, images, params, *, seed, device, log=print):
     torch.manual_seed(seed)
     model = build_vae(variant, tuple(images.shape[1:]), params).to(device)
     tr, va = split_train_val(len(images), params["val_fraction"], seed)
-    train_x, val_x = images[tr], images[va]
+    train_x, val_x = on_device(images[tr], device), on_device(images[va], device)
     opt = torch.optim.Adam(model.parameters(), lr=params["lr"])
     guard = Diverged(f"{variant} VAE", params["epochs"], params["lr"])
     rows = []

@@ -153,12 +153,12 @@ class VQVAE(nn.Module):
 # ---------------------------------------------------------------- training
 def _epoch(model, images, batch_size, device, opt=None, generator=None, guard=None):
     """Per-image means of the reconstruction BCE (nats) and commitment; code counts."""
-    from geovq.train import batches
+    from geovq.train import Sums, batches
 
-    recon_sum = commit_sum = 0.0
-    counts = torch.zeros(model.K, dtype=torch.long)
-    for idx in batches(len(images), batch_size, generator):
-        x = images[idx].to(device, non_blocking=True)
+    sums = Sums(2, device)
+    counts = torch.zeros(model.K, dtype=torch.long, device=device)
+    for idx in batches(len(images), batch_size, generator, device):
+        x = images[idx]
         logits, z_e, codes, commitment = model(x)
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
         loss = (recon + commitment).mean()
@@ -168,10 +168,12 @@ def _epoch(model, images, batch_size, device, opt=None, generator=None, guard=No
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        recon_sum += recon.sum().item()
-        commit_sum += commitment.sum().item()
-        counts += torch.bincount(codes.flatten().cpu(), minlength=model.K)
-    return recon_sum / len(images), commit_sum / len(images), counts
+        sums.add(recon.sum(), commitment.sum())
+        counts += torch.bincount(codes.flatten(), minlength=model.K)
+    if guard is not None:
+        guard.flush()
+    recon_sum, commit_sum = sums.numpy()
+    return float(recon_sum) / len(images), float(commit_sum) / len(images), counts.cpu()
 
 
 def _usage(counts):
@@ -189,14 +191,14 @@ def train_vqvae(variant, images, arch, params, K, *, seed, device, log=print):
     of the images is held out; rows report both parts, code usage and dead-code restarts.
     """
     from geovq.data import subset_indices
-    from geovq.train import Diverged, split_train_val
+    from geovq.train import Diverged, on_device, split_train_val
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = VQVAE(variant, tuple(images.shape[1:]), arch, K, params).to(device)
     keep = subset_indices(len(images), params["train_images"], seed)
     tr, va = split_train_val(len(keep), params["val_fraction"], seed)
-    train_x, val_x = images[keep[tr]], images[keep[va]]
+    train_x, val_x = on_device(images[keep[tr]], device), on_device(images[keep[va]], device)
     log(f"VQ-VAE {variant}: grid {model.latent_shape}, K={K}; {len(train_x)} train / {len(val_x)} validation images")
     opt = torch.optim.Adam(model.parameters(), lr=params["lr"])
     guard = Diverged(f"{variant} VQ-VAE", params["epochs"], params["lr"])
