@@ -56,6 +56,9 @@ CONTRAST_COLUMNS = [
     "n_seeds",
     "n_images",
     "method",
+    "seeds",
+    "seed_diffs",
+    "seeds_agree",
 ]
 
 # Metrics the written answer reports, with their names in a sentence.
@@ -265,6 +268,19 @@ def _dv_name(dv) -> str:
     return f"{dv[0]}/{dv[1]}"
 
 
+def seeds_agreeing(seed_diffs, estimate) -> int:
+    """How many seeds' mean paired differences have the sign of the overall ``estimate`` (0 when
+    the estimate is exactly 0: no direction to agree with)."""
+    sign = np.sign(estimate)
+    return int((np.sign(np.asarray(seed_diffs)) == sign).sum()) if sign != 0 else 0
+
+
+def seed_diffs_of(row) -> np.ndarray:
+    """The per-seed mean differences of one :func:`contrasts` row (its ``seed_diffs`` column)."""
+    text = row["seed_diffs"]
+    return np.array([float(v) for v in str(text).split(";")]) if isinstance(text, str) and text else np.array([])
+
+
 def contrasts(per_image: dict, specs: list, alpha: float = 0.05, metrics: list | None = None) -> pd.DataFrame:
     """Paired contrasts between two sides, per dataset x variant, over seeds and images.
 
@@ -289,7 +305,10 @@ def contrasts(per_image: dict, specs: list, alpha: float = 0.05, metrics: list |
         ``contrast`` is ``"a − b"`` (unicode minus); ``diff``/``diff_lo``/``diff_hi`` are the mean
         paired difference and its interval (:func:`geovq.stats.paired_contrast`);
         ``rel_diff = diff / b_mean`` and ``rel_lo``, ``rel_hi`` are the interval divided by
-        ``b_mean`` (taken as fixed; NaN when ``b_mean`` is 0). ``attrs["skipped"]`` lists the
+        ``b_mean`` (taken as fixed; NaN when ``b_mean`` is 0). ``seeds`` and ``seed_diffs`` list the
+        seeds and each seed's mean paired difference (``;``-separated, in the same order; full
+        precision), ``seeds_agree`` how many of them have the sign of ``diff``
+        (:func:`seeds_agreeing`). ``attrs["skipped"]`` lists the
         specs not computed for a dataset x variant (a side without results, or the two sides
         with different seeds) as dicts with ``dataset, variant, a, b, factor, reason``;
         ``attrs["left_out"]`` lists metrics left out because they do not apply to a side;
@@ -353,7 +372,9 @@ def contrasts(per_image: dict, specs: list, alpha: float = 0.05, metrics: list |
                     na = [nm for x, nm in ((xa, a_name), (xb, b_name)) if x is None]
                     left_out.append({**info, "metric": m, "reason": f"does not apply to {' and '.join(na)}"})
                     continue
-                r = paired_contrast(xa - xb, alpha=alpha)
+                d = xa - xb
+                r = paired_contrast(d, alpha=alpha)
+                seed_diffs = d.mean(axis=1)
                 a_mean, b_mean = float(xa.mean()), float(xb.mean())
                 if b_mean != 0:
                     rel = r["mean"] / b_mean
@@ -380,6 +401,9 @@ def contrasts(per_image: dict, specs: list, alpha: float = 0.05, metrics: list |
                         "n_seeds": r["n_seeds"],
                         "n_images": r["n_images"],
                         "method": r["method"],
+                        "seeds": ";".join(str(s) for s in seeds),
+                        "seed_diffs": ";".join(repr(float(v)) for v in seed_diffs),
+                        "seeds_agree": seeds_agreeing(seed_diffs, r["mean"]),
                     }
                 )
     out = pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
@@ -392,7 +416,17 @@ def contrasts(per_image: dict, specs: list, alpha: float = 0.05, metrics: list |
 def contrasts_markdown(c: pd.DataFrame) -> str:
     """A Markdown table of :func:`contrasts`' output: dataset, variant, contrast, metric,
     diff [lo, hi], rel %, p, seeds x images."""
-    headers = ["dataset", "variant", "contrast", "metric", "diff [lo, hi]", "rel %", "p", "seeds × images"]
+    headers = [
+        "dataset",
+        "variant",
+        "contrast",
+        "metric",
+        "diff [lo, hi]",
+        "rel %",
+        "p",
+        "seeds agree",
+        "seeds × images",
+    ]
     rows = []
     for _, r in c.iterrows():
         rows.append(
@@ -404,10 +438,11 @@ def contrasts_markdown(c: pd.DataFrame) -> str:
                 "{} [{}, {}]".format(*_interval(r["diff"], r["diff_lo"], r["diff_hi"])),
                 _pct(r["rel_diff"]),
                 _p(r["p_value"]),
+                f"{int(r['seeds_agree'])}/{int(r['n_seeds'])}",
                 f"{int(r['n_seeds'])} × {int(r['n_images'])}",
             ]
         )
-    text = _md_table(headers, rows, "llllrrrr")
+    text = _md_table(headers, rows, "llllrrrrr")
     skipped = c.attrs.get("skipped") or []
     if skipped:
         text += "\nNot computed:\n\n" + "".join(
@@ -419,12 +454,21 @@ def contrasts_markdown(c: pd.DataFrame) -> str:
 # ---------------------------------------------------------------- written answer
 
 
+def _agreement(r) -> str:
+    """ "lower in 5 of 6 seeds": the direction of the estimate and how many seeds' own means share it."""
+    S = int(r["n_seeds"])
+    if r["diff"] == 0:
+        return f"no difference over {S} seed{'s' if S != 1 else ''}"
+    return f"{'lower' if r['diff'] < 0 else 'higher'} in {int(r['seeds_agree'])} of {S} seed{'s' if S != 1 else ''}"
+
+
 def _clause(r, level: str) -> str:
     name = ANSWER_METRICS[r["metric"]]
     a_side = r["contrast"].split(f" {MINUS} ")[0]
     est, lo, hi = _interval(r["diff"], r["diff_lo"], r["diff_hi"])
     text = (
-        f"{name} {est} ({_pct(r['rel_diff'])} %), {level} CI [{lo}, {hi}], p {'' if r['p_value'] == 0 else '= '}{_p(r['p_value'])}, "
+        f"{name} {_agreement(r)}; {est} ({_pct(r['rel_diff'])} %), {level} CI [{lo}, {hi}], "
+        f"p {'' if r['p_value'] == 0 else '= '}{_p(r['p_value'])}, "
         f"{int(r['n_seeds'])} seed{'s' if int(r['n_seeds']) != 1 else ''} × {int(r['n_images'])} images"
     )
     if r["diff_hi"] < 0:
@@ -455,8 +499,9 @@ def _answer_parts(c: pd.DataFrame, alpha: float):
         f"per-image means over the number of images); the {level} interval is a t interval with "
         f"Welch–Satterthwaite degrees of freedom and p is the two-sided p-value of the same t "
         f"statistic (α = {alpha:g}; method: {'; '.join(methods) or '–'}). A difference is called "
-        f"lower or higher only when its interval excludes zero. Relative differences are "
-        f"relative to B's mean."
+        f"lower or higher only when its interval excludes zero. Before each interval: in how many "
+        f"seeds the seed's own mean paired difference has the estimate's sign. Relative "
+        f"differences are relative to B's mean."
     )
     sections = []
     for (ds, var), g in c.groupby(["dataset", "variant"], sort=False, dropna=False):

@@ -14,6 +14,7 @@ rule study_tables:
         contrasts_md=f"{RESULTS}/tables/contrasts.md",
         answer_md=f"{RESULTS}/tables/answer.md",
         answer_html=report(f"{RESULTS}/tables/answer.html", caption="../report/answer.rst", category="Study"),
+        forest=report(f"{RESULTS}/tables/contrasts.png", caption="../report/contrasts.rst", category="Study"),
     log:
         f"{RESULTS}/logs/study_tables.log",
     conda:
@@ -21,5 +22,6 @@ rule study_tables:
     params:
         contrasts=config["contrasts"],
         alpha=0.05,
+        report=config["report"],
     script:
         "../workflow_scripts/run_stage.py"

@@ -76,6 +76,38 @@ def test_contrast_sign_relative_difference_and_values():
     assert c.attrs["skipped"] == [] and c.attrs["alpha"] == 0.05
 
 
+def test_per_seed_means_and_agreement_against_a_hand_computation():
+    pi = make_per_image(seeds=(0, 1, 2, 3))
+    c = study.contrasts(pi, SPECS)
+    for contrast, (qa, qb) in ((f"riemannian/geodesic {M} graph/geodesic", ("riemannian", "graph")),):
+        r = row(c, contrast, "mse_quant_real")
+        a, b = (
+            np.stack([pi[("fmnist", "spatial", q, "geodesic", s)]["mse_quant_real"] for s in range(4)])
+            for q in (qa, qb)
+        )
+        by_hand = (a - b).mean(axis=1)
+        np.testing.assert_array_equal(study.seed_diffs_of(r), by_hand)  # full precision in the column
+        assert r["seeds"] == "0;1;2;3"
+        assert r["seeds_agree"] == int((np.sign(by_hand) == np.sign((a - b).mean())).sum())
+        assert r["diff"] == pytest.approx(by_hand.mean(), rel=1e-12)  # equal images per seed: mean of means
+
+
+def test_seeds_that_disagree_are_reported_so():
+    """Two seeds say lower, two higher: the estimate's sign has 2 of 4, and the sentence says so."""
+    pi = make_per_image(seeds=(0, 1, 2, 3), shift={"riemannian": 0.0, "graph": 0.0, "kmeans": 0.0, "vqvae": 0.0})
+    for seed, sign in zip(range(4), (-1, -1, 1, 1)):
+        a = pi[("fmnist", "spatial", "riemannian", "geodesic", seed)]
+        b = pi[("fmnist", "spatial", "graph", "geodesic", seed)]["mse_quant_real"]
+        a["mse_quant_real"] = b + sign * (0.002 + 0.001 * seed) + np.random.default_rng(seed).normal(0, 1e-5, len(b))
+    c = study.contrasts(pi, SPECS)
+    r = row(c, f"riemannian/geodesic {M} graph/geodesic", "mse_quant_real")
+    assert r["diff"] > 0 and r["seeds_agree"] == 2 and r["n_seeds"] == 4
+    assert r["diff_lo"] < 0 < r["diff_hi"]  # a seed effect this size: no verdict
+    s = sentence(study.answer_markdown(c), f"riemannian/geodesic {M} graph/geodesic")
+    assert "quant–real MSE higher in 2 of 4 seeds;" in s and "not distinguishable from zero" in s
+    assert study.seeds_agreeing([1.0, -2.0, 0.0], 0.0) == 0 and study.seeds_agreeing([1.0, -2.0, 3.0], 1.0) == 2
+
+
 def test_not_applicable_metrics_are_left_out():
     c = study.contrasts(make_per_image(), SPECS)
     k = c[c["contrast"] == f"kmeans/nearest {M} vqvae/nearest"]
@@ -238,6 +270,9 @@ def contrast_rows():
         "n_seeds": 3,
         "n_images": 10000,
         "method": "crossed seeds x images, Satterthwaite t",
+        "seeds": "0;1;2",
+        "seed_diffs": "-2e-4;1e-4;-3e-4",
+        "seeds_agree": 2,
     }
     null = {
         **base,
@@ -262,6 +297,8 @@ def contrast_rows():
         "diff_hi": 4.0e-4,
         "rel_diff": 0.05,
         "p_value": 0.004,
+        "seed_diffs": "2e-4;3e-4;2.5e-4",
+        "seeds_agree": 3,
     }
     sig = {
         **base,
@@ -277,6 +314,8 @@ def contrast_rows():
         "rel_lo": -0.29,
         "rel_hi": -0.21,
         "p_value": 0.0004,
+        "seed_diffs": "-0.004;-0.0035;-0.0042",
+        "seeds_agree": 3,
     }
     psnr = {**sig, "metric": "psnr_quant_real", "diff": 1.2, "diff_lo": 1.0, "diff_hi": 1.4}
     return pd.DataFrame([null, null_cont, sig, psnr], columns=study.CONTRAST_COLUMNS)
@@ -294,13 +333,14 @@ def test_answer_sentences():
     s = sentence(md, f"riemannian/geodesic {M} graph/geodesic")
     assert s.startswith(
         f"- riemannian/geodesic {M} graph/geodesic (edge lengths: decoder-induced vs "
-        f"Euclidean): quant–real MSE {M}1.23e-04 ({M}0.8 %), 95 % CI [{M}3.1e-04, 6.2e-05], "
-        f"p = 0.21, 3 seeds × 10000 images — not distinguishable from zero; quant–cont MSE "
+        f"Euclidean): quant–real MSE lower in 2 of 3 seeds; {M}1.23e-04 ({M}0.8 %), 95 % CI "
+        f"[{M}3.1e-04, 6.2e-05], p = 0.21, 3 seeds × 10000 images — not distinguishable from zero; "
+        f"quant–cont MSE higher in 3 of 3 seeds; "
     )
     assert s.endswith("riemannian/geodesic is higher.")
     sig = sentence(md, f"riemannian/geodesic {M} kmeans/nearest")
     assert "lower" in sig and "not distinguishable" not in sig and "PSNR" not in sig
-    assert sig.startswith(f"- riemannian/geodesic {M} kmeans/nearest: quant–real MSE")  # no empty ()
+    assert sig.startswith(f"- riemannian/geodesic {M} kmeans/nearest: quant–real MSE lower in 3 of 3 seeds;")
 
 
 def test_answer_numbers_match_rows():
@@ -308,21 +348,23 @@ def test_answer_numbers_match_rows():
     c = study.contrasts(make_per_image(n=200), SPECS)
     md = study.answer_markdown(c)
     pat = re.compile(
-        r"(quant–\w+ MSE) (\S+) \((\S+) %\), 95 % CI \[(\S+), (\S+)\], p = (\S+), "
-        r"(\d+) seeds × (\d+) images — ([^;.]+)"
+        r"(quant–\w+ MSE) (lower|higher) in (\d+) of (\d+) seeds; (\S+) \((\S+) %\), 95 % CI \[(\S+), (\S+)\], "
+        r"p = (\S+), (\d+) seeds × (\d+) images — ([^;.]+)"
     )
     metric = {"quant–real MSE": "mse_quant_real", "quant–cont MSE": "mse_quant_cont"}
     found = 0
     for contrast in set(c["contrast"]):
         for m in pat.finditer(sentence(md, contrast)):
             r = row(c, contrast, metric[m[1]])
-            num = [float(x.replace(M, "-")) for x in m.groups()[1:6]]
+            assert m[2] == ("lower" if r["diff"] < 0 else "higher") and int(m[3]) == r["seeds_agree"]
+            assert int(m[4]) == r["n_seeds"]
+            num = [float(x.replace(M, "-")) for x in m.groups()[4:9]]
             assert num[0] == pytest.approx(r["diff"], rel=5e-3)
             assert num[1] == pytest.approx(100 * r["rel_diff"], rel=5e-2, abs=0.05)
             assert num[2] == pytest.approx(r["diff_lo"], rel=5e-2)
             assert num[3] == pytest.approx(r["diff_hi"], rel=5e-2)
             assert num[4] == pytest.approx(r["p_value"], rel=5e-2, abs=5e-3)
-            assert (int(m[7]), int(m[8])) == (r["n_seeds"], r["n_images"])
+            assert (int(m[10]), int(m[11])) == (r["n_seeds"], r["n_images"])
             side = contrast.split(f" {M} ")[0]
             want = (
                 f"{side} is lower"
@@ -331,7 +373,7 @@ def test_answer_numbers_match_rows():
                 if r["diff_lo"] > 0
                 else "not distinguishable from zero"
             )
-            assert m[9] == want
+            assert m[12] == want
             found += 1
     assert found == 3  # riemannian-graph: real + cont; kmeans-vqvae: real only
 

@@ -50,4 +50,8 @@ def study_tables(inp, out, params, log):
     save_text(out.contrasts_md, study.contrasts_markdown(contrasts) + "\n")
     save_text(out.answer_md, study.answer_markdown(contrasts, alpha=params.alpha) + "\n")
     save_text(out.answer_html, study.answer_html(contrasts, alpha=params.alpha))
+    from geovq import plots
+
+    r = params.report
+    plots.contrast_forest(out.forest, contrasts, (r["fig_width"], r["fig_width"] * 0.6, r["dpi"]))
     log(f"{len(contrasts)} contrast rows -> {Path(out.contrasts_csv).name}, answer -> {Path(out.answer_md).name}")
