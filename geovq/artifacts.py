@@ -43,6 +43,13 @@ def code_subset(n, size, seed, split):
     return subset_indices(n, size, seed * 1000 + 1 if split == "train" else 2)
 
 
+def grid_cell_ids(image_index, grid):
+    """Flat cell ids n*H*W + h*W + w (geovq.codebook.to_cells' order) of every cell of the images
+    ``image_index``, image by image: the cells a quantizer codes for those images."""
+    hw = int(grid[0]) * int(grid[1])
+    return (np.asarray(image_index, dtype=np.int64)[:, None] * hw + np.arange(hw)[None]).ravel()
+
+
 def fd_halves(n, size, n_max):
     """(a, b): two disjoint seeded sets of n_fd = min(``n_max``, M // 2) test images each, drawn from
     the M coded test images (:func:`code_subset`), so the same for every quantizer, variant and seed.

@@ -8,9 +8,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import dijkstra
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from torch.func import jvp
 
+from geovq.assign import _check_pools
 from geovq.jvp import for_jvp
 from geovq.riemann import _check_grid, _evaluating, _layout, _resolve_device, _split_cells
 
@@ -133,6 +133,8 @@ def label_agreement(labels: dict) -> list[dict]:
     """Adjusted Rand index and normalized mutual information (sklearn, arithmetic normalization) of
     every unordered pair of labelings in `labels` {name: (M,) int array of codes of the same cells},
     as rows {a, b, n, ari, nmi} in the dict's order. Both are 1 for labelings equal up to renaming."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score  # 1.5 s to import: here only
+
     names = list(labels)
     arrays = {name: np.asarray(labels[name]) for name in names}
     shapes = {a.shape for a in arrays.values()}
@@ -163,15 +165,6 @@ def candidate_pools(n_test, n_nodes, m=500, *, seed=0) -> np.ndarray:
         return np.tile(np.arange(n_nodes, dtype=np.int64), (n_test, 1))
     rng = np.random.default_rng(seed)
     return np.stack([np.sort(rng.choice(n_nodes, size=m, replace=False)) for _ in range(n_test)]).astype(np.int64)
-
-
-def _check_pools(pools, n_nodes=None):
-    pools = np.asarray(pools)
-    if pools.ndim != 2 or not np.issubdtype(pools.dtype, np.integer):
-        raise ValueError(f"pools: expected a (T, m) integer array of node ids, got {pools.dtype} {pools.shape}")
-    if n_nodes is not None and pools.size and (pools.min() < 0 or pools.max() >= n_nodes):
-        raise ValueError(f"pools: node ids must lie in [0, {n_nodes})")
-    return pools.astype(np.int64)
 
 
 def euclidean_to_pool(x_test, x_nodes, pools) -> np.ndarray:
@@ -231,80 +224,6 @@ def new_cell_geodesic(L, link_nbr, link_len, targets=None, *, chunk=256) -> np.n
         d = dijkstra(A, directed=True, indices=N + np.arange(b))[:, :N]
         out[s : s + b] = d if targets is None else np.take_along_axis(d, targets[s : s + b], axis=1)
     return out
-
-
-def image_distances(
-    decode,
-    Z,
-    cells,
-    x_nodes,
-    pools,
-    *,
-    batch_size=1024,
-    device=None,
-    dtype=torch.float32,
-    fuse=True,
-    channels_last=True,
-    targets=None,
-):
-    """What quantizing a test cell to each pool node does to its image: (T, m) float64.
-
-    D[t, j] = ‖decode(Z_n with cell (h, w) replaced by x_nodes[pools[t, j]]) − decode(Z_n)‖ (flattened
-    images), for test cell cells[t] = n*H*W + h*W + w of the grids Z (Nimg, C, H, W); on a 1x1 grid
-    this is ‖decode(x_j) − decode(z_t)‖. decode: module, bound method or callable mapping
-    (B, C, H, W) to images (B, ...), run in eval mode under torch.no_grad on `device` (default: the
-    module's) in `dtype`, batch_size decodes per call. fuse: decode through `geovq.jvp.for_jvp`
-    (the same function, faster: BatchNorm folded, upsample + conv fused); channels_last: the
-    grids' memory layout (what the fused convolutions are fastest on).
-    targets: None, or {name: f} with f mapping decoded images (B, P) to features (B, Q): then
-    {name: (T, m)} of ‖f(decode(...)) − f(decode(Z_n))‖, every target from the same decodes (e.g.
-    `bernoulli_hellinger_features` for the Hellinger distance of Bernoulli images).
-    """
-    Z = _check_grid(Z)
-    n, h, w = _split_cells(cells, Z)
-    x_nodes = np.asarray(x_nodes)
-    pools = _check_pools(pools, len(x_nodes))
-    T, m = pools.shape
-    if len(n) != T or x_nodes.ndim != 2 or x_nodes.shape[1] != Z.shape[1]:
-        raise ValueError(f"shapes do not match: {len(n)} cells, pools {pools.shape}, x_nodes {x_nodes.shape}")
-    device = _resolve_device(decode, device)
-    if fuse:
-        decode = for_jvp(decode)
-    fs = {None: lambda y: y} if targets is None else dict(targets)
-    out = {name: np.empty(T * m, dtype=np.float64) for name in fs}
-    t_of = np.repeat(np.arange(T), m)
-    node = pools.ravel()
-
-    def grids(t):  # the grids of the images of test cells t
-        return Z[torch.as_tensor(n[t], device=Z.device)].to(device=device, dtype=dtype)
-
-    def run(z):
-        return decode(_layout(z, channels_last)).flatten(1)
-
-    with _evaluating(decode):
-        base = torch.cat([run(grids(np.arange(s, min(s + batch_size, T)))) for s in range(0, T, batch_size)])
-        base = {name: f(base) for name, f in fs.items()}
-        for s in range(0, T * m, batch_size):
-            t = t_of[s : s + batch_size]
-            z = grids(t)
-            r = torch.arange(len(t), device=device)
-            hh, ww = torch.as_tensor(h[t], device=device), torch.as_tensor(w[t], device=device)
-            z[r, :, hh, ww] = torch.as_tensor(x_nodes[node[s : s + batch_size]], device=device, dtype=dtype)
-            y = run(z)
-            for name, f in fs.items():
-                diff = f(y) - base[name][torch.as_tensor(t, device=device)]
-                out[name][s : s + len(t)] = torch.linalg.vector_norm(diff.double(), dim=1).cpu().numpy()
-    out = {name: d.reshape(T, m) for name, d in out.items()}
-    return out[None] if targets is None else out
-
-
-def bernoulli_hellinger_features(p):
-    """(√p, √(1 − p)) of Bernoulli means p (B, P): their Euclidean distance is √2 × the Hellinger
-    distance of the two product-Bernoulli images, whose local form is the Fisher–Rao metric (up to a
-    factor 4): the finite-distance target that the `fisher` metric approximates, as the mean image's
-    L2 distance is the one the `riemannian` metric approximates."""
-    p = p.clamp(0, 1)
-    return torch.cat([p.sqrt(), (1 - p).sqrt()], dim=1)
 
 
 def _k_nearest(d, k):

@@ -18,6 +18,7 @@ def link_new_cells(
     pull=None,
     device="cpu",
     precision=None,
+    metrics_new=None,
 ):
     """Links of cells outside the graph to their k nearest nodes: (nbr (M, k) node ids, lengths (M, k));
     a cell's code is then the label of the shortest path through them (:func:`geovq.voronoi.assign_new`).
@@ -26,7 +27,9 @@ def link_new_cells(
     node vectors. pull: None (Euclidean link lengths), or the (decode, weight) of the graph's
     pull-back metric (geovq.riemann.pullback) with the nodes' metrics ``metrics_nodes``; then
     ``new_point_metric`` "exact" computes each new cell's own metric, "one_sided" uses the node's
-    at both ends (geovq.riemann.new_point_lengths); precision: cell_metrics' (that of the nodes')."""
+    at both ends (geovq.riemann.new_point_lengths); precision: cell_metrics' (that of the nodes').
+    metrics_new: with "exact", the new cells' metrics (M, C, C) when already computed (rule
+    test_metrics), else they are computed here."""
     from geovq.codebook import to_cells
     from geovq.graph import knn_query
 
@@ -36,8 +39,11 @@ def link_new_cells(
         return nbr, nbr_euc.astype(np.float64)
     from geovq.riemann import cell_metrics, new_point_lengths
 
-    metrics_new = None  # one-sided: the graph node's metric at both ends
-    if new_point_metric == "exact":
+    if new_point_metric != "exact":
+        metrics_new = None  # one-sided: the graph node's metric at both ends
+    elif metrics_new is None:
         decode, weight = pull
         metrics_new = cell_metrics(decode, mu, new_ids, weight=weight, device=device, precision=precision)
+    elif len(metrics_new) != len(new_ids):
+        raise ValueError(f"metrics_new: {len(metrics_new)} metrics for {len(new_ids)} new cells")
     return nbr, new_point_lengths(metrics_new, x_new, metrics_nodes, x_nodes, nbr)

@@ -123,11 +123,14 @@ def bars(path, table, columns, size, title):
     save(fig, path)
 
 
+ASSIGN_STYLE = {"geodesic": "-", "nearest": "--", "metric": ":", "decode": "-."}
+
+
 def rate_distortion(path, df, size, title):
     """Distortion against rate, one curve per quantizer/assign over K, with 95 % bands over seeds
     and images (columns of geovq.ratedistortion.summary); a quantizer fitted at one K only (the
     VQ-VAE) is a point with error bars in both directions. Colour: quantizer; line style: assign
-    (solid: geodesic, dashed: nearest), markers differ too, so the figure reads in grey print."""
+    (ASSIGN_STYLE), markers differ too, so the figure reads in grey print."""
     width, height, dpi = size
     metrics = [("mse_quant_real", "quant–real MSE (decoded codes vs real image)")]
     if np.isfinite(df["mse_quant_cont"]).any():
@@ -154,7 +157,7 @@ def rate_distortion(path, df, size, title):
                     **{**style, "ms": 8, "color": "k", "marker": "*"},
                 )
                 continue
-            ax.plot(g.rate_bits, g[col], ls="-" if assign == "geodesic" else "--", **style)
+            ax.plot(g.rate_bits, g[col], ls=ASSIGN_STYLE.get(assign, "-."), **style)
             ax.fill_between(g.rate_bits, g[f"{col}_lo"], g[f"{col}_hi"], color=f"C{i}", alpha=0.15, lw=0)
         main = df[df.main_K & np.isfinite(df[col])]
         ax.scatter(main.rate_bits, main[col], s=60, facecolors="none", edgecolors="0.3", zorder=3)
@@ -172,4 +175,33 @@ def rate_distortion(path, df, size, title):
     fig.suptitle(f"{title}: K = {', '.join(map(str, K))} (circled: the main K)")
     rows = -(-len(names) // 5)
     fig.tight_layout(rect=(0, min(0.4, 0.07 * rows + 0.02), 1, 1))
+    save(fig, path)
+
+
+def contrast_forest(path, c, size, metric="mse_quant_real"):
+    """Every contrast of ``metric`` as a relative difference (% of B's mean): the estimate with its
+    interval over seeds and images (bar), and each seed's own mean paired difference (dots), one
+    panel per dataset x variant (rows of geovq.study.contrasts). Filled: the interval excludes 0."""
+    from geovq.study import seed_diffs_of
+
+    width, height, dpi = size
+    c = c[c["metric"] == metric]
+    groups = list(c.groupby(["dataset", "variant"], sort=False))
+    n_rows = max((len(g) for _, g in groups), default=1)
+    fig, axes = figure(width, max(2.5, 0.32 * n_rows + 1.2), dpi, ncols=max(1, len(groups)))
+    for ax, ((ds, var), g) in zip(axes[0], groups):
+        y = np.arange(len(g))[::-1]
+        for yi, (_, r) in zip(y, g.iterrows()):
+            sig = r["diff_hi"] < 0 or r["diff_lo"] > 0
+            pct = 100 * seed_diffs_of(r) / r["b_mean"] if r["b_mean"] else np.array([])
+            ax.scatter(pct, np.full(len(pct), yi), s=9, color="0.45", zorder=2, lw=0)
+            ax.plot([100 * r["rel_lo"], 100 * r["rel_hi"]], [yi, yi], color="C0", lw=2.5, zorder=1)
+            ax.scatter([100 * r["rel_diff"]], [yi], s=36, zorder=3, color="C0" if sig else "white", edgecolors="C0")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_yticks(y)
+        ax.set_yticklabels(g["contrast"] if ax is axes[0, 0] else [], fontsize=8)
+        ax.set_xlabel(f"{metric}: A − B, % of B (bar: 95 % interval; dots: seeds)", fontsize=9)
+        ax.set_title(f"{ds}, {var}", fontsize=10)
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
     save(fig, path)

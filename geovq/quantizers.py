@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ASSIGNS = ("nearest", "geodesic")  # test cells: nearest code vector, or through the graph
+# How a test cell gets its code (geovq.assign): the nearest code vector; through the kNN graph (the
+# geodesic codebooks' own rule); the code nearest under the decoder's pull-back metric at the cell,
+# over all K codes, no graph; the code whose decoded image is closest to the continuous one among
+# the metric's best (exact in image space).
+ASSIGNS = ("nearest", "geodesic", "metric", "decode")
+# the decoder pull-back metric kinds: the keys of geovq.riemann.METRICS, named here without torch
+METRIC_KINDS = ("riemannian", "fisher")
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,21 @@ class Quantizer:
 
     @property
     def assigns(self) -> tuple[str, ...]:
-        """Every assignment rule it is scored with: nearest code for all, geodesic for geodesic ones."""
-        return ("geodesic", "nearest") if self.geodesic else ("nearest",)
+        """Every assignment rule it can be scored with, its own first: geodesic only for geodesic ones."""
+        return ("geodesic", "nearest", "metric", "decode") if self.geodesic else ("nearest", "metric", "decode")
+
+    @property
+    def swept_assigns(self) -> tuple[str, ...]:
+        """The rules rule ``rate_distortion`` codes with at every K: all but decode (m decodes per test
+        cell and K); the VQ-VAE, a point at its own K, with its own rule only."""
+        if not self.posthoc:
+            return (self.native_assign,)
+        return tuple(a for a in self.assigns if a != "decode")
+
+    def assign_metric(self, default: str) -> str:
+        """The pull-back metric kind of its ``metric`` and ``decode`` assignment: its own edge lengths'
+        (riemannian, fisher), else ``default`` (config ``assignment.metric``) of its decoder."""
+        return self.metric or default
 
 
 QUANTIZERS = {
@@ -107,9 +126,10 @@ def built_by(rule: str, names) -> list[str]:
     return [q for q in names if get(q).codebook_rule == rule]
 
 
-def evaluations(names) -> list[tuple[str, str]]:
-    """Every (quantizer, assign) pair a run scores."""
-    return [(q, a) for q in names for a in get(q).assigns]
+def evaluations(names, decode=None) -> list[tuple[str, str]]:
+    """Every (quantizer, assign) pair a run scores: ``decode`` (config ``assignment.decode``) lists
+    the quantizers also scored with the ``decode`` rule (None: all of them)."""
+    return [(q, a) for q in names for a in get(q).assigns if a != "decode" or decode is None or q in decode]
 
 
 # Training settings the VQ-VAE baseline shares with the VAE of its variant (the architecture

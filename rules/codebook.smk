@@ -44,23 +44,3 @@ rule euclidean_codebook:
         codebook=lambda wc: dcfg(wc, "codebook"),
     script:
         "../workflow_scripts/run_stage.py"
-
-
-rule nearest_codes:
-    """A geodesic codebook's test codes by nearest code vector: the assignment rule as a factor of its own."""
-    input:
-        codebook=f"{QRUN}/codebook.npz",
-        codes_test=f"{QRUN}/codes_test.npz",
-        latents_test=f"{RUN}/vae/latents_test.npz",
-        code=code_inputs("nearest_codes"),
-    output:
-        codes_test=f"{QRUN}/codes_test_nearest.npz",
-    log:
-        f"{QRUN}/logs/nearest_codes.log",
-    wildcard_constraints:
-        quantizer=GEODESIC,
-    conda:
-        "../envs/geovq.yaml"
-    threads: config["threads"]
-    script:
-        "../workflow_scripts/run_stage.py"

@@ -29,14 +29,16 @@ except GeovqError as e:
 RESULTS = "results"
 RUN = f"{RESULTS}/{{dataset}}/{{variant}}/seed{{seed}}"  # one trained VAE and everything built on it
 QRUN = f"{RUN}/{{quantizer}}"
-EVAL = f"{QRUN}/eval/{{assign}}"  # one quantizer scored under one test assignment (nearest | geodesic)
+EVAL = f"{QRUN}/eval/{{assign}}"  # one quantizer scored under one test assignment rule (Q.ASSIGNS)
 QS = config["quantizers"]
+EVALS = Q.evaluations(QS, config["assignment"]["decode"])  # every (quantizer, assign) a run scores
 GEODESIC_QS = Q.geodesic(QS)
 POSTHOC_QS = Q.posthoc(QS)
 # wildcard constraints of the rules that build codebooks (every quantizer they can build, configured or not)
 EUCLIDEAN = "|".join(Q.built_by("euclidean_codebook", Q.QUANTIZERS))
 GEODESIC = "|".join(Q.geodesic(Q.QUANTIZERS))
 METRIC = "|".join(Q.metrics(Q.QUANTIZERS))  # the decoder pull-back metrics of edge lengths
+METRIC_KINDS = "|".join(Q.METRIC_KINDS)  # every decoder pull-back metric kind
 
 
 def code_inputs(rule):
@@ -71,7 +73,7 @@ def evaluations_of(pattern):
         for d in config["datasets"]
         for v in config["variants"]
         for s in config["seeds"]
-        for q, a in Q.evaluations(QS)
+        for q, a in EVALS
     ]
 
 
@@ -188,7 +190,7 @@ def rd_inputs(wc):
     d = {
         "test": f(f"{RESULTS}/{{dataset}}/data/test.npz"),
         "codebook": f(f"{QRUN}/codebook.npz"),
-        "codes_test": [f(codes_test_of(SimpleNamespace(quantizer=q.name, assign=a))) for a in q.assigns],
+        "codes_test": [f(codes_test_of(SimpleNamespace(quantizer=q.name, assign=a))) for a in q.swept_assigns],
         "model": decoder_of(wc),
         "latents_test": latents_test_of(wc),
     }
@@ -201,6 +203,43 @@ def rd_inputs(wc):
         d["voronoi"] = f(f"{QRUN}/voronoi.npz")
     if q.metric:  # the pull-back metric of the test cells' links
         d["vae"] = f(f"{RUN}/vae/model.pt")
+    if "metric" in q.swept_assigns:  # the test and fit cells' metrics: the metric rule at every K
+        d["metrics_test"] = metrics_test_of(wc)
+        d["latents_train"] = f(f"{RUN}/vae/latents_train.npz")
+    return d
+
+
+def assign_metric_of(wc):
+    """The pull-back metric kind of a quantizer's metric and decode rules (its own, or config assignment.metric)."""
+    return Q.get(wc.quantizer).assign_metric(dcfg(wc, "assignment")["metric"])
+
+
+def metrics_test_of(wc):
+    """The test cells' metrics a quantizer's metric and decode rules read: its decoder's, of its kind."""
+    model = "vqvae" if Q.get(wc.quantizer).decoder == "vqvae" else "vae"
+    return f"{RUN}/{model}/metrics_test_{assign_metric_of(wc)}.npz".format(**dict(wc.items()))
+
+
+def geodesic_codes_metrics(wc):
+    """The test cells' metrics that a pull-back quantizer's geodesic test codes link with (rule test_metrics)."""
+    q = Q.get(wc.quantizer)
+    if q.metric is None or dcfg(wc, "graph")["new_point_metric"] != "exact":
+        return {}
+    return {"metrics_test": f"{RUN}/vae/metrics_test_{q.metric}.npz".format(**dict(wc.items()))}
+
+
+def assign_inputs(wc):
+    """What one quantizer's codes under another assignment rule read."""
+    f = lambda p: p.format(**dict(wc.items()))
+    d = {
+        "codebook": f(f"{QRUN}/codebook.npz"),
+        "codes_test": f(f"{QRUN}/codes_test.npz"),
+        "latents_test": latents_test_of(wc),
+    }
+    if wc.assign != "nearest":
+        d["metrics"] = metrics_test_of(wc)
+    if wc.assign == "decode":
+        d["model"] = decoder_of(wc)
     return d
 
 

@@ -83,6 +83,7 @@ rule geodesic_medoids:
 rule geodesic_codes:
     """Codes of train and test cells through their graph neighbours (never reused train codes)."""
     input:
+        unpack(geodesic_codes_metrics),
         lengths=lengths_file,
         voronoi=f"{QRUN}/voronoi.npz",
         codebook=f"{QRUN}/codebook.npz",

@@ -23,6 +23,8 @@ rule rate_distortion:
         codebook=lambda wc: dcfg(wc, "codebook"),
         medoids=lambda wc: dcfg(wc, "medoids") if Q.get(wc.quantizer).geodesic else {},
         graph=lambda wc: dcfg(wc, "graph") if Q.get(wc.quantizer).geodesic else {},
+        assign_metric=assign_metric_of,
+        metric_precision=lambda wc: dcfg(wc, "graph")["metric_precision"],
         device=config["device"],
     script:
         "../workflow_scripts/run_stage.py"

@@ -143,11 +143,11 @@ def test_the_quantizer_table_knows_fisher():
 
     q = Q.get("fisher")
     assert q.geodesic and q.posthoc and q.codebook_rule == "geodesic_medoids" and q.decoder == "vae"
-    assert q.assigns == ("geodesic", "nearest") and q.native_assign == "geodesic"
+    assert q.assigns == ("geodesic", "nearest", "metric", "decode") and q.native_assign == "geodesic"
     assert q.metric == "fisher" and Q.get("riemannian").metric == "riemannian" and Q.get("graph").metric is None
     assert Q.metrics(Q.QUANTIZERS) == ["riemannian", "fisher"]
     # every pull-back metric the table names is one the library computes
-    assert set(Q.metrics(Q.QUANTIZERS)) <= set(METRICS)
+    assert set(Q.metrics(Q.QUANTIZERS)) <= set(METRICS) and Q.METRIC_KINDS == tuple(METRICS)
     # the config schema accepts exactly the table's quantizers
     schema = load_schema()
     assert schema["properties"]["quantizers"]["items"]["enum"] == list(Q.QUANTIZERS)
@@ -165,6 +165,7 @@ def test_stages_measure_and_link_with_the_metric_of_their_wildcard(tmp_path):
     from geovq.codebook import to_cells
     from geovq.graph import knn_query
     from geovq.stages.codebook import train_cells
+    from geovq.stages.assign import test_metrics
     from geovq.stages.geodesic import geodesic_codes, geodesic_medoids, knn_graph, riemannian_lengths
     from geovq.stages.runner import entry
     from geovq.voronoi import assign_new
@@ -224,11 +225,24 @@ def test_stages_measure_and_link_with_the_metric_of_their_wildcard(tmp_path):
         ),
         geodesic_medoids,
     )
+    smk = job(
+        tmp_path,
+        "test_metrics",
+        {"model": str(tmp_path / "model.pt"), "latents_test": test},
+        {"metrics": "metrics_test_fisher.npz"},
+        codebook={"test_images": None},
+        precision="float32",
+        device="cpu",
+        dataset="synthetic",
+    )
+    smk.wildcards = SimpleNamespace(model="vae", metric="fisher")
+    entry(smk, test_metrics)
     entry(
         job(
             tmp_path,
             "geodesic_codes",
             {
+                "metrics_test": str(tmp_path / "metrics_test_fisher.npz"),
                 "lengths": str(tmp_path / "lengths_fisher.npz"),
                 "voronoi": str(tmp_path / "voronoi.npz"),
                 "codebook": str(tmp_path / "codebook.npz"),
@@ -264,10 +278,10 @@ def test_stages_measure_and_link_with_the_metric_of_their_wildcard(tmp_path):
 # ---------------------------------------------------------------- the plan
 def test_adding_fisher_adds_exactly_its_jobs(tmp_path):
     """The dry-run plan of the test config with and without `fisher` differs by the jobs of one
-    geodesic quantizer per run, derived from the rules: its lengths (one per run for a metric no
-    other configured quantizer uses), medoids, codes, nearest-code test codes for each assignment
-    that is not its own, its prior and samples, one evaluation per assignment, its rate-distortion
-    sweep. Nothing else (the figures, the analysis and the tables are one job per run or study
+    geodesic quantizer per run, derived from the rules: its lengths and its test cells' metrics (one
+    per run for a metric no other configured quantizer uses), medoids, codes, test codes for each
+    assignment that is not its own, its prior and samples, one evaluation per assignment, its
+    rate-distortion sweep. Nothing else (the figures, the analysis and the tables are one job per run or study
     either way)."""
     cfg = yaml.safe_load((ROOT / "config" / "test.yaml").read_text())
     R = len(cfg["datasets"]) * len(cfg["variants"]) * len(cfg["seeds"])
@@ -278,15 +292,17 @@ def test_adding_fisher_adds_exactly_its_jobs(tmp_path):
         path.write_text(yaml.safe_dump({**cfg, "quantizers": qs}))
         plans[name] = planned_jobs(tmp_path / "work", path)
     q = Q.get("fisher")
+    decode = cfg.get("assignment", {}).get("decode", ["kmeans", "riemannian"])
     expected = {
         "riemannian_lengths": R * (q.metric not in Q.metrics(without)),
+        "test_metrics": R * (q.metric not in [Q.get(n).assign_metric("riemannian") for n in without]),
         "geodesic_medoids": R,
         "geodesic_codes": R,
-        "nearest_codes": R * len([a for a in q.assigns if a != q.native_assign]),
+        "assign_codes": R * len([a for q_, a in Q.evaluations(["fisher"], decode) if a != q.native_assign]),
         "train_prior": R,
         "sample_prior": R,
         "sample_quality": R,
-        "evaluate": R * len(q.assigns),
+        "evaluate": R * len(Q.evaluations(["fisher"], decode)),
         "rate_distortion": len(cfg["datasets"])
         * len(cfg["variants"])
         * len(cfg["seeds"][: cfg["rate_distortion"].get("seeds")]),

@@ -13,12 +13,11 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from torch import nn
 
 from geovq.codebook import to_cells
+from geovq.assign import bernoulli_hellinger_features, image_distances
 from geovq.geometry import (
-    bernoulli_hellinger_features,
     candidate_pools,
     distance_ratios,
     euclidean_to_pool,
-    image_distances,
     label_agreement,
     neighbourhood_preservation,
     new_cell_geodesic,

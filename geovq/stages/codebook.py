@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from geovq.artifacts import code_subset, fit_cell_ids, load_cells, load_latents
-from geovq.io import GeovqError, load_npz, save_npz
+from geovq.io import GeovqError, save_npz
 
 
 def train_cells(inp, out, params, log):
@@ -53,26 +53,3 @@ def euclidean_codebook(inp, out, params, log):
         mu, y = load_latents(getattr(inp, f"latents_{split}"))
         idx = code_subset(len(mu), params.codebook[f"{split}_images"], params.seed, split)
         _write_nearest_codes(est, mu, y, idx, K, getattr(out, f"codes_{split}"), log, split)
-
-
-class _Nearest:
-    def __init__(self, codebook):
-        self.codebook = codebook
-
-    def predict(self, x):
-        from geovq.codebook import nearest_centroid
-
-        return nearest_centroid(x, self.codebook)[0]
-
-
-def nearest_codes(inp, out, params, log):
-    """Test codes of a geodesic codebook by nearest code vector instead of through the graph: the
-    assignment rule as a factor of its own, on exactly the test images of its geodesic codes."""
-    from geovq.artifacts import load_codes
-
-    d = load_npz(inp.codebook, ("codebook", "K"))
-    geodesic = load_codes(inp.codes_test)
-    mu, y = load_latents(inp.latents_test)
-    _write_nearest_codes(
-        _Nearest(d["codebook"]), mu, y, geodesic["image_index"], int(d["K"]), out.codes_test, log, "test"
-    )

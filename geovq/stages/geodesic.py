@@ -139,10 +139,18 @@ def geodesic_codes(inp, out, params, log):
             is_node = (pos < len(nodes)) & (nodes[np.minimum(pos, len(nodes) - 1)] == cell_ids)
             codes[is_node] = vor["label"][pos[is_node]]
         new_ids = cell_ids[~is_node]
+        metrics_new = None
         if len(new_ids):
             if pull is not None and params.graph["new_point_metric"] == "exact":
-                _metrics_process()
-                log(f"{split}: pull-back metrics of {len(new_ids)} new cells")
+                if split == "test":  # computed once per run for every rule that needs them
+                    metrics_new = load_npz(inp.metrics_test, ("metrics", "cell_ids"))
+                    if not np.array_equal(metrics_new["cell_ids"], new_ids):
+                        raise GeovqError(f"{inp.metrics_test}: metrics of other test cells than this run codes")
+                    metrics_new = metrics_new["metrics"]
+                    log(f"{split}: pull-back metrics of {len(new_ids)} new cells from {inp.metrics_test}")
+                else:
+                    _metrics_process()
+                    log(f"{split}: pull-back metrics of {len(new_ids)} new cells")
             nbr, lengths = link_new_cells(
                 new_ids,
                 mu,
@@ -154,6 +162,7 @@ def geodesic_codes(inp, out, params, log):
                 pull=pull,
                 device=device,
                 precision=params.graph["metric_precision"],
+                metrics_new=metrics_new,
             )
             codes[~is_node] = assign_new(nbr, lengths, vor["dist"], vor["label"])[0]
         save_npz(path, codes=codes.reshape(n, h, w), image_index=img, labels=labels[img], K=np.int64(K))

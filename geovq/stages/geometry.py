@@ -29,6 +29,7 @@ def _by_name(paths, names):
 
 def geometry(inp, out, params, log):
     from geovq import geometry as geo
+    from geovq.assign import bernoulli_hellinger_features, image_distances
     from geovq.codebook import to_cells
     from geovq.graph import knn_query
     from geovq.riemann import cell_metrics, new_point_lengths, pullback
@@ -86,14 +87,14 @@ def geometry(inp, out, params, log):
     # two image-space targets: the mean images' L2 distance (what the riemannian metric is the local
     # form of, and what the study's MSE measures) and the Hellinger distance of the Bernoulli images
     # (what the fisher metric is the local form of): neither distance is favoured by construction
-    targets = geo.image_distances(
+    targets = image_distances(
         mean_decode,
         mu_test,
         test_cells,
         x,
         pools,
         device=device,
-        targets={"mean image L2": lambda p: p, "Bernoulli Hellinger": geo.bernoulli_hellinger_features},
+        targets={"mean image L2": lambda p: p, "Bernoulli Hellinger": bernoulli_hellinger_features},
     )
     nbr, nbr_euc, _ = knn_query(x, x_test, params.graph_k, seed=rng_seed)
     latent = {EUCLIDEAN: geo.euclidean_to_pool(x_test, x, pools)}

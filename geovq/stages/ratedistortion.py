@@ -47,8 +47,30 @@ def _fit_codes_vqvae(inp, cell_ids, device, grid):
     return codes.reshape(len(uniq), hw)[inv, cell]
 
 
+def _metrics(inp, params, q, idx, grid, fit_ids, device, log):
+    """(test cells' metrics, fit cells' metrics) of the metric rule: the first images' rows of rule
+    test_metrics' file; the fit cells' from the graph's lengths file where it holds them (riemannian,
+    fisher: its nodes are the fit cells), else computed here from the VAE's decoder."""
+    from geovq.artifacts import grid_cell_ids
+    from geovq.riemann import cell_metrics, pullback
+    from geovq.vqvae import load_decoder
+
+    cells = grid_cell_ids(idx, grid)
+    test = load_npz(inp.metrics_test, ("metrics", "cell_ids"))
+    if not np.array_equal(test["cell_ids"][: len(cells)], cells):
+        raise GeovqError(f"{inp.metrics_test}: metrics of other test cells than the sweep's first images")
+    if q.metric is not None:
+        return test["metrics"][: len(cells)], load_npz(inp.lengths, ("metrics",))["metrics"]
+    mu_train, _ = load_latents(inp.latents_train)
+    decode, weight = pullback(load_decoder(inp.model, device, dataset=params.dataset), params.assign_metric)
+    log(f"{params.assign_metric} pull-back metrics of the {len(fit_ids)} fit cells")
+    fit = cell_metrics(decode, mu_train, fit_ids, weight=weight, device=device, precision=params.metric_precision)
+    return test["metrics"][: len(cells)], fit
+
+
 def rate_distortion(inp, out, params, log):
     """One quantizer of one run at every K: per-image rate and distortions under each assignment."""
+    from geovq.assign import metric_codes
     from geovq.codebook import euclidean_distances, nearest_centroid, quantize, to_cells
     from geovq.data import load_prepared
     from geovq.metrics import mse
@@ -59,6 +81,7 @@ def rate_distortion(inp, out, params, log):
 
     _single_thread()
     q = get(params.quantizer)
+    assigns = q.swept_assigns
     rd, main_K = params.rate_distortion, int(params.codebook["K"])
     device = device_of(params)
 
@@ -66,7 +89,7 @@ def rate_distortion(inp, out, params, log):
     main_codes = [load_codes(p) for p in inp.codes_test]
     n = min(rd["test_images"], len(main_codes[0]["image_index"]))
     idx = main_codes[0]["image_index"][:n]
-    for a, codes, path in zip(q.assigns, main_codes, inp.codes_test):
+    for a, codes, path in zip(assigns, main_codes, inp.codes_test):
         if not np.array_equal(codes["image_index"][:n], idx):
             raise GeovqError(f"{path}: {q.name}/{a} codes other test images than {inp.codes_test[0]}; must be paired")
     images, _ = load_prepared(inp.test)
@@ -91,8 +114,12 @@ def rate_distortion(inp, out, params, log):
         log(f"K={skipped} skipped: more codes than the {len(ids)} fit cells (config codebook.fit_cells)")
     Ks = [k for k in Ks if k <= len(ids)]
 
-    # what every K shares: the graph and the test cells' links to it; kmedoids' distance matrix
-    G = D = links = None
+    # what every K shares: the cells' metrics, the graph and the test cells' links to it; kmedoids'
+    # distance matrix
+    G = D = links = metrics_test = None
+    if "metric" in assigns:  # the test cells' metrics (rule test_metrics) and the fit cells' own
+        metrics_test, metrics_fit = _metrics(inp, params, q, idx, (h, w), ids, device, log)
+
     if q.geodesic:
         from geovq.artifacts import load_graph
         from geovq.linking import link_new_cells
@@ -113,7 +140,6 @@ def rate_distortion(inp, out, params, log):
 
             keep_freed_memory()  # as in rule geodesic_codes (geovq.stages.geodesic)
             metrics_nodes = load_npz(inp.lengths, ("metrics",))["metrics"]
-            log(f"test: {q.metric} pull-back metrics of {len(cell_ids)} cells")
         links = link_new_cells(
             cell_ids,
             mu,
@@ -125,22 +151,22 @@ def rate_distortion(inp, out, params, log):
             pull=pull,
             device=device,
             precision=params.graph["metric_precision"],
+            metrics_new=metrics_test,  # the test cells' own (rule test_metrics), for "exact" links
         )
     if q.name == "kmedoids" and any(k != main_K for k in Ks):
         D = euclidean_distances(x)
 
-    values = {
-        v: np.full((len(q.assigns), len(Ks), n), np.nan) for v in ("rate_bits", "mse_quant_real", "mse_quant_cont")
-    }
-    codes_used = np.zeros((len(q.assigns), len(Ks)), np.int64)
+    values = {v: np.full((len(assigns), len(Ks), n), np.nan) for v in ("rate_bits", "mse_quant_real", "mse_quant_cont")}
+    codes_used = np.zeros((len(assigns), len(Ks)), np.int64)
     for i_k, K in enumerate(Ks):
         fit_labels, test_codes = {}, {}
         if K == main_K:
             cb = main_cb
-            for a, codes in zip(q.assigns, main_codes):
+            for a, codes in zip(assigns, main_codes):
                 test_codes[a] = codes["codes"][:n].reshape(n, -1)
             if q.posthoc:
                 fit_labels["nearest"] = nearest_centroid(x, cb)[0]
+                fit_labels["metric"] = metric_codes(x, metrics_fit, cb)[0][:, 0]
                 if q.geodesic:
                     fit_labels["geodesic"] = load_npz(inp.voronoi, ("label",))["label"]
             else:
@@ -161,7 +187,9 @@ def rate_distortion(inp, out, params, log):
             cb = est.cluster_centers_.astype(np.float32)
             fit_labels["nearest"] = nearest_centroid(x, cb)[0]
             test_codes["nearest"] = nearest_centroid(x_test, cb)[0].reshape(n, -1)
-        for i_a, a in enumerate(q.assigns):
+            fit_labels["metric"] = metric_codes(x, metrics_fit, cb)[0][:, 0]
+            test_codes["metric"] = metric_codes(x_test, metrics_test, cb)[0][:, 0].reshape(n, -1)
+        for i_a, a in enumerate(assigns):
             c = test_codes[a]
             values["rate_bits"][i_a, i_k] = unigram_rate_bits(fit_labels[a], c, K)
             codes_used[i_a, i_k] = len(np.unique(c))
@@ -176,7 +204,7 @@ def rate_distortion(inp, out, params, log):
     save_npz(
         out.sweep,
         K=np.asarray(Ks, np.int64),
-        assign=np.asarray(q.assigns),
+        assign=np.asarray(assigns),
         image_index=idx,
         cells=np.int64(h * w),
         main_K=np.int64(main_K),

@@ -12,12 +12,14 @@ STAGES = {
     # rules/codebook.smk
     "train_cells": "geovq.stages.codebook:train_cells",
     "euclidean_codebook": "geovq.stages.codebook:euclidean_codebook",
-    "nearest_codes": "geovq.stages.codebook:nearest_codes",
     # rules/geodesic.smk
     "knn_graph": "geovq.stages.geodesic:knn_graph",
     "riemannian_lengths": "geovq.stages.geodesic:riemannian_lengths",
     "geodesic_medoids": "geovq.stages.geodesic:geodesic_medoids",
     "geodesic_codes": "geovq.stages.geodesic:geodesic_codes",
+    # rules/assign.smk
+    "test_metrics": "geovq.stages.assign:test_metrics",
+    "assign_codes": "geovq.stages.assign:assign_codes",
     # rules/vqvae.smk
     "train_vqvae": "geovq.stages.vqvae:train_vqvae",
     # rules/classifier.smk
