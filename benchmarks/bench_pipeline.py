@@ -40,6 +40,7 @@ STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 RULE = re.compile(r"^(?:local)?rule (\w+):$")
 FINISHED = re.compile(r"^Finished jobid: (\d+)")
 STARTUP = re.compile(r"start-up ([0-9.]+) s")
+RULE_OF_LOG = re.compile(r"start-up [0-9.]+ s \(rule (\w+)")
 DONE = re.compile(r"done in ([0-9.]+)s")
 
 
@@ -134,6 +135,18 @@ def critical_path(jobs):
     return max(best.values(), key=lambda b: b[0], default=(0.0, []))
 
 
+def jobs_from_files(workdir):
+    """Jobs found from their benchmark files alone (a Snakemake log written with -q lists no jobs): the
+    log beside each (.../benchmarks/x.tsv -> .../logs/x.log) names the rule; no times, no dependencies."""
+    jobs = []
+    for tsv in sorted(Path(workdir).glob("results/**/benchmarks/*.tsv")):
+        log = Path(str(tsv).replace("/benchmarks/", "/logs/")).with_suffix(".log")
+        m = RULE_OF_LOG.search(log.read_text()) if log.exists() else None
+        rel = str(tsv.relative_to(workdir))
+        jobs.append(Job(m.group(1) if m else tsv.stem, outputs=[rel], benchmark=rel, log=str(log.relative_to(workdir))))
+    return jobs
+
+
 def load_run(workdir, log=None):
     """Every job of the run in ``workdir`` with its benchmark, start-up and times."""
     workdir = Path(workdir)
@@ -143,6 +156,9 @@ def load_run(workdir, log=None):
             sys.exit(f"bench_pipeline: no Snakemake log in {workdir / '.snakemake' / 'log'}; name one with --log")
         log = logs[-1]
     jobs = [j for j in parse_snakemake_log(log).values() if j.rule != "all"]
+    if not jobs:
+        print(f"bench_pipeline: {log} lists no jobs (a -q run?): jobs from the benchmark files, no times or critical path")
+        jobs = jobs_from_files(workdir)
     for j in jobs:
         if j.benchmark and (workdir / j.benchmark).exists():
             j.seconds, j.rss_mb = read_benchmark(workdir / j.benchmark)

@@ -57,7 +57,7 @@ def entry(smk, stage, started=None):
     log_path = smk.log[0] if len(smk.log) else None
     log = Log(log_path)
     if started is not None:
-        log(f"start-up {time.time() - started:.2f} s (process start to the stage's call: interpreter, imports)")
+        log(f"start-up {time.time() - started:.2f} s (rule {smk.rule}: process start to the stage's call)")
     # the config's thread count, not the cores Snakemake granted: results must not depend on --cores
     _set_threads(smk.config["threads"])
     stderr = sys.stderr
