@@ -1,7 +1,9 @@
 """Datasets: locate standard files, read them through torchvision, write one uint8 file per split.
 
 The prepared file (``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)) is all later stages
-read, so they never depend on torchvision internals or on where the raw files were found.
+read, so they never depend on torchvision internals or on where the raw files were found. A
+dataset without labels (your own images, config ``image_datasets``, geovq.images) has every label
+``UNLABELED`` (-1, as torchvision's STL10 marks its unlabelled split); ``has_labels`` tells.
 """
 
 from __future__ import annotations
@@ -27,8 +29,15 @@ IDX_DATASETS = {
 # Debian's dataset-fashion-mnist package installs the four .gz files here.
 SYSTEM_DIRS = {"fashionmnist": [Path("/usr/share/datasets/fashion-mnist")]}
 CIFAR_DIR = "cifar-10-batches-py"
-DATASETS = ("synthetic", "mnist", "fashionmnist", "cifar10")
+DATASETS = ("synthetic", "mnist", "fashionmnist", "cifar10")  # built in; more under config image_datasets
 CHANNELS = {"mnist": 1, "fashionmnist": 1, "cifar10": 3}
+UNLABELED = -1  # the label of every image of a dataset without labels
+
+
+def has_labels(labels) -> bool:
+    """Whether a prepared split's ``labels`` are class labels (else the dataset has none: UNLABELED)."""
+    labels = np.asarray(labels)
+    return bool(len(labels)) and not bool((labels == UNLABELED).any())
 
 
 def _idx_file(folder: Path, name: str) -> Path | None:

@@ -8,7 +8,7 @@ from geovq.io import load_npz
 
 
 def prepare_data(inp, out, params, log):
-    from geovq.data import prepare
+    from geovq.data import has_labels, prepare
 
     opts = dict(params.options)
     prepare(
@@ -22,4 +22,5 @@ def prepare_data(inp, out, params, log):
     )
     for split in ("train", "test"):
         d = load_npz(getattr(out, split), ("images", "labels"))
-        log(f"{split}: images {d['images'].shape} labels {np.bincount(d['labels']).tolist()}")
+        labels = np.bincount(d["labels"]).tolist() if has_labels(d["labels"]) else "none (unlabeled dataset)"
+        log(f"{split}: images {d['images'].shape} labels {labels}")
