@@ -203,7 +203,10 @@ def load_raw(name: str, split: str, *, data_dir="data", download=False, options=
         if folder is None:
             raise GeovqError(_missing(name, looked, download))
         return _read_cifar_split(folder, split)
-    raise GeovqError(f"config key 'datasets': unknown dataset {name!r}; expected one of {list(DATASETS)}")
+    raise GeovqError(
+        f"config key 'datasets': unknown dataset {name!r}; expected one of {list(DATASETS)} "
+        "or a name declared under config key 'image_datasets'"
+    )
 
 
 def _missing(name, looked, download):
@@ -228,6 +231,21 @@ def subset_indices(n: int, size, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
+def load_splits(name, *, data_dir="data", download=False, options=None, system_dirs=None, image_dataset=None):
+    """({"train": (images, labels), "test": (...)}, class names or None) of a dataset, both splits read
+    before anything is written. ``image_dataset``: the config ``image_datasets.<name>`` entry of a
+    dataset of your own images (geovq.images); labels are then UNLABELED where it has none."""
+    if image_dataset is not None:
+        from geovq.images import load_splits as load_images
+
+        splits, classes = load_images(name, image_dataset)
+        return {
+            s: (x, np.full(len(x), UNLABELED, np.int64) if y is None else y) for s, (x, y) in splits.items()
+        }, classes
+    read = dict(data_dir=data_dir, download=download, options=options, system_dirs=system_dirs)
+    return {split: load_raw(name, split, **read) for split in ("train", "test")}, None
+
+
 def prepare(
     name,
     out_train,
@@ -238,19 +256,30 @@ def prepare(
     options=None,
     expected_channels=None,
     system_dirs=None,
+    image_dataset=None,
 ):
-    """Write the prepared train and test files of a dataset (optionally seeded subsets)."""
+    """Write the prepared train and test files of a dataset (optionally seeded subsets); return its
+    class names where the dataset names them (an image folder's), else None. Both splits are read
+    and checked before either file is written."""
     options = options or {}
-    for split, out in (("train", out_train), ("test", out_test)):
-        images, labels = load_raw(
-            name, split, data_dir=data_dir, download=download, options=options, system_dirs=system_dirs
-        )
+    splits, classes = load_splits(
+        name,
+        data_dir=data_dir,
+        download=download,
+        options=options,
+        system_dirs=system_dirs,
+        image_dataset=image_dataset,
+    )
+    for images, _ in splits.values():
         if expected_channels is not None and images.shape[1] != expected_channels:
             raise GeovqError(
                 f"dataset {name!r}: images have {images.shape[1]} channels, config expects {expected_channels}"
             )
+    for split, out in (("train", out_train), ("test", out_test)):
+        images, labels = splits[split]
         keep = subset_indices(len(images), options.get(f"{split}_subset"), options.get("subset_seed", 0))
         save_npz(out, images=images[keep], labels=labels[keep])
+    return classes
 
 
 def load_prepared(path):

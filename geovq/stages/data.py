@@ -11,7 +11,7 @@ def prepare_data(inp, out, params, log):
     from geovq.data import has_labels, prepare
 
     opts = dict(params.options)
-    prepare(
+    classes = prepare(
         params.dataset,
         out.train,
         out.test,
@@ -19,7 +19,10 @@ def prepare_data(inp, out, params, log):
         download=params.download,
         options=opts,
         expected_channels=opts.get("channels"),
+        image_dataset=params.image_dataset,
     )
+    if classes is not None:
+        log(f"classes (labels 0..{len(classes) - 1}, sorted folder names): {classes}")
     for split in ("train", "test"):
         d = load_npz(getattr(out, split), ("images", "labels"))
         labels = np.bincount(d["labels"]).tolist() if has_labels(d["labels"]) else "none (unlabeled dataset)"
