@@ -11,10 +11,29 @@ from geovq.io import GeovqError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "test.yaml"])
+SHIPPED = sorted(p.name for p in (ROOT / "config").glob("*.yaml") if p.name != "schema.yaml")
+
+
+def test_every_config_is_shipped_and_checked():
+    assert {"config.yaml", "test.yaml", "cifar10.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_are_valid(name):
     cfg = config.load(ROOT / "config" / name)
     assert cfg["codebook"]["K"] >= 2 and cfg["vae"]["spatial"]["grid"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_plan_jobs(tmp_path, name):
+    """Every config/*.yaml dry-runs into a plan in an empty directory (no data needed to plan)."""
+    from conftest import planned_jobs
+
+    jobs = planned_jobs(tmp_path, ROOT / "config" / name)
+    cfg = config.load(ROOT / "config" / name)
+    assert jobs["prepare_data"] == len(cfg["datasets"]) and jobs["all"] == 1
+    assert jobs["train_vae"] == len(cfg["datasets"]) * len(cfg["variants"]) * len(cfg["seeds"])
 
 
 def test_defaults_filled():

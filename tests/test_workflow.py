@@ -680,7 +680,7 @@ def test_every_train_cell_a_graph_node(tmp_path):
     assert "rate_distortion.png" in (tmp_path / "report.html").read_text()
 
 
-# ---------------------------------------------------------------- your own images
+# ---------------------------------------------------------------- your own images; config/cifar10.yaml
 def png_dataset(folder, layout, n=1500, seed=0):
     """The test config's synthetic shapes (16x16 grey, 4 classes) as real PNG files: a flat folder
     (no labels) or one folder per shape (an ImageFolder tree). Returns the images and their shapes."""
@@ -764,3 +764,53 @@ def test_own_png_folder_is_prepared_by_snakemake_and_its_files_are_inputs(tmp_pa
         proc.returncode != 0
         and "config key 'image_datasets.mnist': 'mnist' is a built-in dataset" in proc.stdout + proc.stderr
     )
+
+
+def cifar10_shrunk(work):
+    """config/cifar10.yaml at test size on CIFAR-10-format pickles written here (400 train and 160
+    test images of noise): its 8x8 grid on 3x32x32 images, every quantizer, one seed, tiny models."""
+    from test_data import write_cifar
+
+    write_cifar(work / "data" / "cifar-10-batches-py", per_batch=80, n_test=160)
+    cfg = yaml.safe_load((ROOT / "config" / "cifar10.yaml").read_text())
+    spatial = cfg["vae"]["spatial"]
+    cfg.update(
+        seeds=[0],
+        threads=1,
+        download=False,
+        data_dir=str(work / "data"),
+        codebook={"K": 8, "kmeans_iters": 10, "fit_cells": 2000, "train_images": 200, "test_images": 100},
+        graph={"k": 10},
+        medoids={"max_iter": 5},
+        prior={"n_layer": 1, "n_head": 2, "n_embd": 32, "epochs": 1, "batch_size": 64, "sample": {"n": 60}},
+        classifier={"channels": [8, 16], "feature_dim": 32, "epochs": 1, "batch_size": 64},
+        analysis={"inits": ["kmeans"]},
+        rate_distortion={"Ks": [4], "test_images": 50},
+        geometry={"n_pairs": 2000, "n_sources": 32, "n_test_cells": 40, "pool": 100, "n_edges": 20, "n_boot": 100},
+        report={"fig_width": 8, "dpi": 60, "n_images": 6, "n_codes": 8},
+    )
+    cfg["vae"]["spatial"] = {**spatial, "channels": [8, 8], "latent_channels": 3, "epochs": 1, "batch_size": 64}
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, cfg
+
+
+def test_cifar10_config_shrunk(tmp_path):
+    """config/cifar10.yaml, shrunk, end to end on CIFAR-10's file format: colour 3x32x32 images through
+    an 8x8 latent grid, pull-back metrics over all three channels, every quantizer and the study."""
+    cfg_path, cfg = cifar10_shrunk(tmp_path)
+    run_snakemake(tmp_path, configfile=cfg_path)
+    res = tmp_path / "results"
+    assert np.load(res / "cifar10/data/train.npz")["images"].shape == (400, 3, 32, 32)
+    df = result_rows(tmp_path)
+    qs = cfg["quantizers"]
+    assert len(df) == n_evals(qs) and set(df.variant) == {"spatial"} and set(df.dataset) == {"cifar10"}
+    assert np.isfinite(df.mse_quant_real).all() and (df.n_test_images == 100).all()
+    run = res / "cifar10/spatial/seed0"
+    for q in qs:
+        assert np.load(run / q / "codes_test.npz")["codes"].shape == (100, 8, 8), q
+        assert np.load(run / q / "prior/samples.npz")["images"].shape == (60, 3, 32, 32), q
+    for m in Q.metrics(qs):
+        assert np.load(run / "graph" / f"lengths_{m}.npz")["metrics"].shape == (2000, 3, 3), m
+    assert json.loads((res / "cifar10/classifier/metrics.json").read_text())["task"] == "classes"
+    assert (res / "tables/answer.md").exists() and (run / "analysis/geometry.png").exists()
