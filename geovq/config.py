@@ -43,8 +43,10 @@ def _message(err: jsonschema.ValidationError) -> str:
         allowed = sorted(err.schema.get("properties", {}))
         extra = sorted(set(err.instance) - set(allowed))
         return f"config key '{_key(path + extra[:1])}': unknown key; allowed here: {', '.join(allowed)}"
-    if err.validator == "propertyNames":
-        return f"config key '{_key(path + [err.instance])}': {err.message}"
+    if "propertyNames" in err.absolute_schema_path:  # a bad key: name it
+        path = path + [err.instance]
+    if err.validator == "pattern" and "description" in err.schema:  # say what the pattern means
+        return f"config key '{_key(path)}': {err.instance!r} is not {err.schema['description']}"
     if err.validator == "type":
         return f"config key '{_key(path)}': expected {err.validator_value}, got {err.instance!r}"
     return f"config key '{_key(path)}': {err.message}"
@@ -138,6 +140,7 @@ def validate(config: dict, schema=None) -> dict:
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise GeovqError(_message(errors[0]))
+    _check_datasets(config)
     for dataset in config.get("overrides", {}):
         merged = dataset_config(config, dataset)
         errors = sorted(validator.iter_errors(merged), key=lambda e: list(e.absolute_path))
@@ -147,6 +150,35 @@ def validate(config: dict, schema=None) -> dict:
     config.clear()  # in place: Snakemake's global config object
     config.update(sorted_keys)
     return config
+
+
+def _check_datasets(config: dict) -> None:
+    """Image dataset names apart from the built-in ones, one held-out split each (test_fraction filled
+    in where neither is given); every name in datasets and overrides built in or declared."""
+    from geovq.data import DATASETS
+    from geovq.images import DEFAULT_TEST_FRACTION
+
+    declared = config["image_datasets"]
+    for name, spec in declared.items():
+        if name in DATASETS:
+            raise GeovqError(
+                f"config key 'image_datasets.{name}': {name!r} is a built-in dataset; give yours another name"
+            )
+        if spec["test_path"] is not None and spec["test_fraction"] is not None:
+            raise GeovqError(
+                f"config key 'image_datasets.{name}.test_fraction': give test_path or test_fraction, not both"
+            )
+        if spec["test_path"] is None and spec["test_fraction"] is None:
+            spec["test_fraction"] = DEFAULT_TEST_FRACTION
+    known = f"expected a built-in dataset ({', '.join(DATASETS)}) or a name declared under image_datasets"
+    if declared:
+        known += f" ({', '.join(declared)})"
+    for i, name in enumerate(config["datasets"]):
+        if name not in DATASETS and name not in declared:
+            raise GeovqError(f"config key 'datasets.{i}': unknown dataset {name!r}; {known}")
+    for name in config["overrides"]:
+        if name not in DATASETS and name not in declared:
+            raise GeovqError(f"config key 'overrides.{name}': unknown dataset {name!r}; {known}")
 
 
 def canonical(value):

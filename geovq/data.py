@@ -1,7 +1,9 @@
 """Datasets: locate standard files, read them through torchvision, write one uint8 file per split.
 
 The prepared file (``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)) is all later stages
-read, so they never depend on torchvision internals or on where the raw files were found.
+read, so they never depend on torchvision internals or on where the raw files were found. A
+dataset without labels (your own images, config ``image_datasets``, geovq.images) has every label
+``UNLABELED`` (-1, as torchvision's STL10 marks its unlabelled split); ``has_labels`` tells.
 """
 
 from __future__ import annotations
@@ -27,8 +29,15 @@ IDX_DATASETS = {
 # Debian's dataset-fashion-mnist package installs the four .gz files here.
 SYSTEM_DIRS = {"fashionmnist": [Path("/usr/share/datasets/fashion-mnist")]}
 CIFAR_DIR = "cifar-10-batches-py"
-DATASETS = ("synthetic", "mnist", "fashionmnist", "cifar10")
+DATASETS = ("synthetic", "mnist", "fashionmnist", "cifar10")  # built in; more under config image_datasets
 CHANNELS = {"mnist": 1, "fashionmnist": 1, "cifar10": 3}
+UNLABELED = -1  # the label of every image of a dataset without labels
+
+
+def has_labels(labels) -> bool:
+    """Whether a prepared split's ``labels`` are class labels (else the dataset has none: UNLABELED)."""
+    labels = np.asarray(labels)
+    return bool(len(labels)) and not bool((labels == UNLABELED).any())
 
 
 def _idx_file(folder: Path, name: str) -> Path | None:
@@ -194,7 +203,10 @@ def load_raw(name: str, split: str, *, data_dir="data", download=False, options=
         if folder is None:
             raise GeovqError(_missing(name, looked, download))
         return _read_cifar_split(folder, split)
-    raise GeovqError(f"config key 'datasets': unknown dataset {name!r}; expected one of {list(DATASETS)}")
+    raise GeovqError(
+        f"config key 'datasets': unknown dataset {name!r}; expected one of {list(DATASETS)} "
+        "or a name declared under config key 'image_datasets'"
+    )
 
 
 def _missing(name, looked, download):
@@ -219,6 +231,21 @@ def subset_indices(n: int, size, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
 
 
+def load_splits(name, *, data_dir="data", download=False, options=None, system_dirs=None, image_dataset=None):
+    """({"train": (images, labels), "test": (...)}, class names or None) of a dataset, both splits read
+    before anything is written. ``image_dataset``: the config ``image_datasets.<name>`` entry of a
+    dataset of your own images (geovq.images); labels are then UNLABELED where it has none."""
+    if image_dataset is not None:
+        from geovq.images import load_splits as load_images
+
+        splits, classes = load_images(name, image_dataset)
+        return {
+            s: (x, np.full(len(x), UNLABELED, np.int64) if y is None else y) for s, (x, y) in splits.items()
+        }, classes
+    read = dict(data_dir=data_dir, download=download, options=options, system_dirs=system_dirs)
+    return {split: load_raw(name, split, **read) for split in ("train", "test")}, None
+
+
 def prepare(
     name,
     out_train,
@@ -229,19 +256,30 @@ def prepare(
     options=None,
     expected_channels=None,
     system_dirs=None,
+    image_dataset=None,
 ):
-    """Write the prepared train and test files of a dataset (optionally seeded subsets)."""
+    """Write the prepared train and test files of a dataset (optionally seeded subsets); return its
+    class names where the dataset names them (an image folder's), else None. Both splits are read
+    and checked before either file is written."""
     options = options or {}
-    for split, out in (("train", out_train), ("test", out_test)):
-        images, labels = load_raw(
-            name, split, data_dir=data_dir, download=download, options=options, system_dirs=system_dirs
-        )
+    splits, classes = load_splits(
+        name,
+        data_dir=data_dir,
+        download=download,
+        options=options,
+        system_dirs=system_dirs,
+        image_dataset=image_dataset,
+    )
+    for images, _ in splits.values():
         if expected_channels is not None and images.shape[1] != expected_channels:
             raise GeovqError(
                 f"dataset {name!r}: images have {images.shape[1]} channels, config expects {expected_channels}"
             )
+    for split, out in (("train", out_train), ("test", out_test)):
+        images, labels = splits[split]
         keep = subset_indices(len(images), options.get(f"{split}_subset"), options.get("subset_seed", 0))
         save_npz(out, images=images[keep], labels=labels[keep])
+    return classes
 
 
 def load_prepared(path):

@@ -10,6 +10,7 @@ from snakemake.exceptions import WorkflowError
 
 import geovq.codedeps
 import geovq.config
+import geovq.images
 import geovq.quantizers as Q
 from geovq.io import GeovqError
 
@@ -54,6 +55,17 @@ def code_inputs(rule):
 def dcfg(wildcards, section):
     """A config section as the jobs of ``wildcards.dataset`` see it (overrides merged)."""
     return geovq.config.dataset_config(config, wildcards.dataset)[section]
+
+
+def image_dataset_of(wildcards):
+    """The config image_datasets entry of wildcards.dataset: None for a built-in dataset."""
+    return config["image_datasets"].get(wildcards.dataset)
+
+
+def image_files(wildcards):
+    """Every file of an image dataset (none for a built-in one): editing, adding or removing one reruns it."""
+    spec = image_dataset_of(wildcards)
+    return geovq.images.source_files(spec) if spec else []
 
 
 def run_dirs():

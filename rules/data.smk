@@ -1,6 +1,8 @@
 rule prepare_data:
-    """Read a dataset from its standard files (or draw the synthetic one) into one file per split."""
+    """Read a dataset from its standard files, your own images (config image_datasets) or draw the synthetic
+    one, into one file per split."""
     input:
+        images=image_files,
         code=code_inputs("prepare_data"),
     output:
         train=f"{RESULTS}/{{dataset}}/data/train.npz",
@@ -15,5 +17,6 @@ rule prepare_data:
         options=lambda wc: dcfg(wc, "dataset_options"),
         data_dir=config["data_dir"],
         download=config["download"],
+        image_dataset=image_dataset_of,
     script:
         "../workflow_scripts/run_stage.py"

@@ -26,7 +26,8 @@ def run_snakemake(workdir, *args, configfile=None, check=True, env=None):
 
 def planned_jobs(workdir, configfile, *args):
     """{rule: count} of the jobs a dry run (with further snakemake ``args``) would execute."""
-    proc = run_snakemake(workdir, "-n", "--quiet", "rules", *args, configfile=configfile)
+    # --quiet=rules, not --quiet rules: the option takes a list and would swallow a target among ``args``
+    proc = run_snakemake(workdir, "-n", "--quiet=rules", *args, configfile=configfile)
     jobs, in_table = {}, False
     for line in (proc.stdout + proc.stderr).splitlines():
         parts = line.split()

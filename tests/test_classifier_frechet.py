@@ -1,7 +1,6 @@
 """Fréchet distance and KID against closed forms, SciPy and torchmetrics; the classifier, its checkpoint
 and the quality stages (real test halves A and B, everything scored against B at one n)."""
 
-import json
 import warnings
 from types import SimpleNamespace
 
@@ -337,17 +336,13 @@ def _fd_scipy(a, b):
 FD_REL = 1e-3
 
 
-def test_sample_and_recon_quality_stages(trained):
-    from geovq.artifacts import code_subset
-    from geovq.classifier import load_classifier
-    from geovq.data import load_prepared
-    from geovq.io import load_npz
+def _quality_stages(tmp, paths, classifier):
+    """fd_reference, sample_quality and recon_quality on `_quality_inputs`: (inp, params, sample quality,
+    recon quality)."""
     from geovq.stages.classifier import fd_reference, recon_quality
     from geovq.stages.prior import sample_quality
-    from geovq.train import load_vae
 
-    paths, clf_out, tmp = trained
-    inp = _quality_inputs(tmp, paths, clf_out.model)
+    inp = _quality_inputs(tmp, paths, classifier)
     params = SimpleNamespace(
         dataset="synthetic",
         variant="spatial",
@@ -360,9 +355,21 @@ def test_sample_and_recon_quality_stages(trained):
     fd_reference(inp, SimpleNamespace(reference=tmp / "classifier/fd_reference.npz"), params, lambda m: None)
     inp.fd_reference = tmp / "classifier/fd_reference.npz"
     sample_quality(inp, SimpleNamespace(quality=tmp / "q/sample_quality.json"), params, lambda m: None)
-    q = json.loads((tmp / "q/sample_quality.json").read_text())
     recon_quality(inp, SimpleNamespace(quality=tmp / "vae/recon_quality.json"), params, lambda m: None)
-    r = json.loads((tmp / "vae/recon_quality.json").read_text())
+    return inp, params, load_json(tmp / "q/sample_quality.json"), load_json(tmp / "vae/recon_quality.json")
+
+
+def test_sample_and_recon_quality_stages(trained):
+    from geovq.artifacts import code_subset
+    from geovq.classifier import load_classifier
+    from geovq.data import load_prepared
+    from geovq.io import load_npz
+    from geovq.stages.classifier import fd_reference, recon_quality
+    from geovq.stages.prior import sample_quality
+    from geovq.train import load_vae
+
+    paths, clf_out, tmp = trained
+    inp, params, q, r = _quality_stages(tmp, paths, clf_out.model)
     ref = load_npz(inp.fd_reference)
 
     # The halves, read from the artifact: disjoint, n_fd each, among the coded test images, the
@@ -446,3 +453,59 @@ def test_sample_and_recon_quality_stages(trained):
         with pytest.raises(GeovqError, match="is for dataset 'mnist', expected 'synthetic'"):
             stage(bad, out, params, print)
     assert not (tmp / "bad").exists()
+
+
+# ---------------------------------------------------------------- images without labels: the rotation task
+def test_rotations_are_numpy_rot90():
+    from geovq.classifier import rotations
+
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    turned, which = rotations(x)
+    assert turned.shape == (8, 3, 4, 4) and which.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    for k in range(4):
+        for i in range(2):
+            np.testing.assert_array_equal(turned[2 * k + i].numpy(), np.rot90(x[i].numpy(), k, axes=(1, 2)))
+
+
+def test_task_is_classes_only_with_two_or_more():
+    from geovq.classifier import task_of
+
+    assert task_of(torch.tensor([0, 1, 1])) == "classes"
+    assert task_of(None) == "rotation" and task_of(torch.zeros(5, dtype=torch.int64)) == "rotation"
+
+
+def test_classifier_learns_rotations_of_images_without_labels(tmp_path, one_thread):
+    """The train_classifier stage on unlabeled triangles (labels UNLABELED): it learns which of 4 turns
+    was applied, its test accuracy is over every turn of every test image, metrics.json and the
+    checkpoint say task rotation; the quality stages score Fréchet distances and KID on its features
+    and leave every class accuracy empty."""
+    from geovq.classifier import accuracy, class_accuracy, features, load_classifier
+    from geovq.data import UNLABELED, load_prepared, synthetic
+    from geovq.stages.classifier import train_classifier
+
+    x, y = synthetic(3000, size=16, channels=1, classes=6, seed=0)
+    triangles = x[y == 5]  # apex up: every turn looks different
+    paths = SimpleNamespace(train=tmp_path / "data/train.npz", test=tmp_path / "data/test.npz")
+    for path, part in ((paths.train, triangles[:400]), (paths.test, triangles[400:])):
+        save_npz(path, images=part, labels=np.full(len(part), UNLABELED, np.int64))
+    out = SimpleNamespace(
+        model=tmp_path / "model.pt", metrics=tmp_path / "metrics.json", losses=tmp_path / "losses.csv"
+    )
+    params = SimpleNamespace(dataset="synthetic", classifier={**CLF, "epochs": 3}, device="cpu")
+    lines = []
+    train_classifier(paths, out, params, lines.append)
+    metrics = load_json(out.metrics)
+    assert metrics["task"] == "rotation" and metrics["test_accuracy"] > 0.9, metrics
+    assert any("learns which of 4 rotations" in line for line in lines)
+    model = load_classifier(out.model, dataset="synthetic")
+    assert model.task == "rotation" and model.n_classes == 4
+    test_x, _ = load_prepared(paths.test)
+    assert accuracy(model, test_x) == pytest.approx(metrics["test_accuracy"])
+    assert features(model, test_x[:7]).shape == (7, CLF["feature_dim"])
+    assert class_accuracy(model, np.zeros(3), np.zeros(3)) is None
+
+    _, _, q, r = _quality_stages(tmp_path, paths, out.model)  # codes and samples carry UNLABELED labels
+    assert q["quant_recon_accuracy"] is None and q["conditional_accuracy"] is None and r["cont_recon_accuracy"] is None
+    assert np.isfinite(
+        [q["fd_samples_test"], q["fd_quant_recon_test"], r["fd_cont_recon_test"], q["kid_samples_test"]]
+    ).all()

@@ -11,10 +11,29 @@ from geovq.io import GeovqError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "test.yaml"])
+SHIPPED = sorted(p.name for p in (ROOT / "config").glob("*.yaml") if p.name != "schema.yaml")
+
+
+def test_every_config_is_shipped_and_checked():
+    assert {"config.yaml", "test.yaml", "cifar10.yaml"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_are_valid(name):
     cfg = config.load(ROOT / "config" / name)
     assert cfg["codebook"]["K"] >= 2 and cfg["vae"]["spatial"]["grid"] >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_plan_jobs(tmp_path, name):
+    """Every config/*.yaml dry-runs into a plan in an empty directory (no data needed to plan)."""
+    from conftest import planned_jobs
+
+    jobs = planned_jobs(tmp_path, ROOT / "config" / name)
+    cfg = config.load(ROOT / "config" / name)
+    assert jobs["prepare_data"] == len(cfg["datasets"]) and jobs["all"] == 1
+    assert jobs["train_vae"] == len(cfg["datasets"]) * len(cfg["variants"]) * len(cfg["seeds"])
 
 
 def test_defaults_filled():
@@ -34,12 +53,79 @@ def test_defaults_filled():
         ({"overrides": {"mnist": {"vae": {"vanilla": {"hiden": 3}}}}}, "overrides.mnist.vae.vanilla.hiden"),
         ({"device": "tpu"}, "device"),
         ({"graph": {"metric_precision": "float16"}}, "graph.metric_precision"),
+        ({"datasets": ["mine"]}, "datasets.0"),
+        ({"datasets": ["my-images"]}, "datasets.0"),
+        ({"image_datasets": {"mnist": {"kind": "folder", "path": "x", "channels": 1}}}, "image_datasets.mnist"),
+        ({"image_datasets": {"my images": {"kind": "folder", "path": "x", "channels": 1}}}, "image_datasets.my images"),
+        ({"image_datasets": {"mine": {"kind": "zip", "path": "x", "channels": 1}}}, "image_datasets.mine.kind"),
+        ({"image_datasets": {"mine": {"kind": "npz", "channels": 1}}}, "image_datasets.mine"),
+        ({"image_datasets": {"mine": {"kind": "npz", "path": "x", "channels": 2}}}, "image_datasets.mine.channels"),
+        (
+            {"image_datasets": {"mine": {"kind": "npz", "path": "x", "channels": 1, "size": 4}}},
+            "image_datasets.mine.size",
+        ),
+        (
+            {"image_datasets": {"mine": {"kind": "npz", "path": "x", "channels": 1, "test_fraction": 1}}},
+            "image_datasets.mine.test_fraction",
+        ),
+        (
+            {
+                "image_datasets": {
+                    "mine": {"kind": "npz", "path": "x", "channels": 1, "test_path": "y", "test_fraction": 0.1}
+                }
+            },
+            "image_datasets.mine.test_fraction",
+        ),
+        (
+            {"image_datasets": {"mine": {"kind": "npz", "path": "x", "channels": 1, "colour": 1}}},
+            "image_datasets.mine.colour",
+        ),
+        ({"overrides": {"mine": {"vae": {}}}}, "overrides.mine"),
     ],
 )
 def test_bad_config_names_key(bad, key):
     with pytest.raises(GeovqError) as e:
         config.validate(bad)
     assert f"'{key}'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_image_datasets_are_named_like_built_in_ones():
+    """A declared name is a dataset: listed in datasets and overrides, its split defaulted, its name a wildcard value."""
+    cfg = config.validate(
+        {
+            "datasets": ["fashionmnist", "my_photos2"],
+            "image_datasets": {"my_photos2": {"kind": "folder", "path": "photos", "channels": 3, "size": 32}},
+            "overrides": {"my_photos2": {"vae": {"spatial": {"grid": 8}}}},
+        }
+    )
+    assert cfg["image_datasets"]["my_photos2"] == {
+        "kind": "folder",
+        "path": "photos",
+        "channels": 3,
+        "size": 32,
+        "test_path": None,
+        "test_fraction": 0.2,
+        "split_seed": 0,
+    }
+    assert config.dataset_config(cfg, "my_photos2")["vae"]["spatial"]["grid"] == 8
+    with_test = {"kind": "npz", "path": "a.npz", "test_path": "b.npz", "channels": 1}
+    cfg = config.validate({"datasets": ["arrays"], "image_datasets": {"arrays": with_test}})
+    assert cfg["image_datasets"]["arrays"]["test_fraction"] is None  # the test file is the test split
+
+
+def test_readme_image_datasets_example_is_valid():
+    text = (ROOT / "README.md").read_text()
+    blocks = [b.split("```")[0] for b in text.split("```yaml\n")[1:]]
+    (example,) = [yaml.safe_load(b) for b in blocks if "image_datasets:" in b]
+    cfg = config.validate(example)
+    assert cfg["datasets"] == list(cfg["image_datasets"]) and cfg["image_datasets"][cfg["datasets"][0]]["size"]
+
+
+def test_image_datasets_from_the_command_line():
+    cfg = config.validate(
+        cli('image_datasets={"mine": {"kind": "folder", "path": "p", "channels": 1, "size": 16}}', "datasets=[mine]")
+    )
+    assert cfg["image_datasets"]["mine"]["channels"] == 1 and cfg["image_datasets"]["mine"]["size"] == 16
 
 
 def test_overrides_merge_per_dataset():

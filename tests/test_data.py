@@ -72,11 +72,12 @@ def test_corrupt_idx_file_is_named(tmp_path):
         load_raw("mnist", "train", data_dir=tmp_path, system_dirs=[])
 
 
-def write_cifar(folder, seed=0):
+def write_cifar(folder, seed=0, per_batch=6, n_test=5):
+    """CIFAR-10's python pickles: five train batches of ``per_batch`` random images, a test batch."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True)
     out = {}
-    for name, n in [*((f"data_batch_{i}", 6) for i in range(1, 6)), ("test_batch", 5)]:
+    for name, n in [*((f"data_batch_{i}", per_batch) for i in range(1, 6)), ("test_batch", n_test)]:
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)  # rows: R plane, G plane, B plane
         labels = rng.integers(0, 10, n).tolist()
         with open(folder / name, "wb") as f:

@@ -167,6 +167,7 @@ def test_posthoc_row_against_an_independent_computation(files):
     assert (
         metrics["fd_floor_test_halves"] == 0.2 and metrics["n_fd"] == 6 and metrics["classifier_test_accuracy"] == 0.93
     )
+    assert metrics["classifier_task"] == "classes"  # a metrics.json without a task: written before rotation existed
     # code usage over every train code and every test code, with the bias-corrected perplexity beside
     assert metrics["train_tokens"] == metrics["test_tokens"] == f.codes.size
     assert metrics["test_perplexity_miller_madow"] > metrics["test_perplexity"]

@@ -84,6 +84,33 @@ def test_the_riemannian_kind_is_the_plain_mean_image_metric(spatial):
         pullback(vae, "gauss")
 
 
+def test_cifar10_config_spatial_vae_and_its_metrics_on_colour_images():
+    """config/cifar10.yaml's spatial VAE: 3x32x32 images to an 8x8 grid and back, and both pull-back
+    metrics over all 3 colour channels' pixels equal reverse-mode Jacobians (its grid and latent
+    channels; narrower convs keep the oracle quick)."""
+    from pathlib import Path
+
+    from geovq.config import load
+    from geovq.models import build_vae, grid_sizes
+
+    cfg = load(Path(__file__).resolve().parent.parent / "config" / "cifar10.yaml")["vae"]["spatial"]
+    assert grid_sizes(32, cfg["grid"]) == [32, 16, 8] and len(cfg["channels"]) == 2
+    vae = build_vae("spatial", (3, 32, 32), cfg).eval()
+    with torch.no_grad():
+        mu, _ = vae.encode(torch.rand(2, 3, 32, 32))
+        assert mu.shape == (2, cfg["latent_channels"], 8, 8) and vae.decode(mu).shape == (2, 3, 32, 32)
+    torch.manual_seed(1)
+    small = build_vae("spatial", (3, 32, 32), {**cfg, "channels": [6, 5]})
+    _randomize_bn(small, seed=2)
+    small.eval()
+    Z = np.random.default_rng(1).normal(size=(2, cfg["latent_channels"], 8, 8)).astype(np.float32)
+    cells = np.array([0, 64 + 27, 127])  # a corner and an inner cell of one image, a corner of the other
+    for kind in METRICS:
+        decode, weight = pullback(small, kind)
+        G = cell_metrics(decode, Z, cells, weight=weight, batch_size=2)
+        assert G.shape == (3, 8, 8) and _rel_err(G, oracle_metrics(small, Z, cells, kind)) < 1e-5, kind
+
+
 class LinearLogits(nn.Module):
     """Bernoulli decoder with logits η = A z + b on a (C, 1, 1) grid, like geovq.models' decoders."""
 

@@ -40,15 +40,17 @@ def _check_stacked(decode, z, n_tan=3, seed=0, channels_last=False, atol=1e-9):
 
 
 @pytest.mark.parametrize(
-    "grid,image,channels", [(4, 28, (4, 6, 5)), (7, 28, (4, 6)), (2, 16, (4, 6, 5)), (4, 32, (3, 5, 4))]
+    "grid,image,channels,colours",
+    [(4, 28, (4, 6, 5), 1), (7, 28, (4, 6), 1), (2, 16, (4, 6, 5), 1), (4, 32, (3, 5, 4), 1), (8, 32, (4, 6), 3)],
 )
 @pytest.mark.parametrize("rewritten", [True, False])
-def test_spatial_decoders(grid, image, channels, rewritten):
+def test_spatial_decoders(grid, image, channels, colours, rewritten):
     """The pipeline's spatial decoder, as given (BatchNorm, Upsample + conv) and rewritten by
     for_jvp (folded BN; upsample + conv as phase convs, chained across ReLU where narrow; 4 -> 7
-    is not 2x; 2 -> 4 -> 8 -> 16 chains phases 2 -> 4, then starts over)."""
+    is not 2x; 2 -> 4 -> 8 -> 16 chains phases 2 -> 4, then starts over; 8 -> 32 with 3 colour
+    channels, config/cifar10.yaml's grid)."""
     torch.manual_seed(grid + image)
-    vae = SpatialVAE((1, image, image), latent_channels=3, grid=grid, channels=channels).double()
+    vae = SpatialVAE((colours, image, image), latent_channels=3, grid=grid, channels=channels).double()
     _randomize_bn(vae, seed=4)
     vae.eval()
     decode = for_jvp(vae.decode) if rewritten else vae.decode

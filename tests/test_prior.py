@@ -330,3 +330,24 @@ def test_train_prior_stage_rejects_codes_out_of_range(tmp_path):
     with pytest.raises(GeovqError, match=r"grid \(2, 3\) disagrees"):
         stage(inp, out, params, print)
     assert not (tmp_path / "prior").exists()
+
+
+def test_train_prior_stage_without_labels_is_unconditional(tmp_path):
+    """Codes of a dataset without labels (every label UNLABELED): prior.conditional does not apply, the
+    prior is unconditional, there is no per-class unigram, and its samples carry no labels."""
+    from geovq.data import UNLABELED
+    from geovq.stages.prior import train_prior as stage
+
+    rng = np.random.default_rng(3)
+    K, grid = 6, (2, 2)
+    none = np.full(120, UNLABELED, np.int64)
+    _codes_file(tmp_path / "codes_train.npz", rng.integers(0, K, (80, *grid)), none[:80], K)
+    _codes_file(tmp_path / "codes_test.npz", rng.integers(0, K, (40, *grid)), none[80:], K)
+    inp, out, params = _prior_stage_args(tmp_path)
+    assert params.prior["conditional"]
+    lines = []
+    stage(inp, out, params, lines.append)
+    nll = load_json(out.nll)
+    assert nll["conditional"] is False and nll["test_class_unigram_bits_per_token"] is None
+    assert any("no labels: the prior is unconditional" in line for line in lines)
+    assert not load_prior(out.model).conditional

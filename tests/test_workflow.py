@@ -678,3 +678,139 @@ def test_every_train_cell_a_graph_node(tmp_path):
     assert set(rd.K) == {8, TEST_CONFIG["codebook"]["K"]} and set(rd.quantizer) == set(QS)
     run_snakemake(tmp_path, "--report", "report.html", configfile=cfg)
     assert "rate_distortion.png" in (tmp_path / "report.html").read_text()
+
+
+# ---------------------------------------------------------------- your own images; config/cifar10.yaml
+def png_dataset(folder, layout, n=1500, seed=0):
+    """The test config's synthetic shapes (16x16 grey, 4 classes) as real PNG files: a flat folder
+    (no labels) or one folder per shape (an ImageFolder tree). Returns the images and their shapes."""
+    from PIL import Image
+
+    from geovq.data import synthetic
+
+    images, shapes = synthetic(n, size=16, channels=1, classes=4, seed=seed)
+    names = ["disc", "square", "cross", "ring"]
+    for i, (img, shape) in enumerate(zip(images, shapes)):
+        path = folder / (names[shape] if layout == "classes" else "") / f"{i:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img[0]).save(path)
+    return images, shapes
+
+
+def png_config(path, folder, name="shapes", **changes):
+    """config/test.yaml on the PNG folder ``folder`` declared as image dataset ``name`` (20 % held out)."""
+    declared = {name: {"kind": "folder", "path": str(folder), "channels": 1, "test_fraction": 0.2}}
+    return write_config(path, datasets=[name], image_datasets=declared, **changes)
+
+
+@pytest.mark.parametrize("layout", ["flat", "classes"])
+def test_own_png_folder_end_to_end(tmp_path, layout):
+    """config/test.yaml on 1 500 real PNGs declared under image_datasets: every stage runs as on the
+    synthetic set. A flat folder has no labels: the classifier learns rotations, the priors are
+    unconditional and the class columns are empty; class folders give labels as for a built-in set."""
+    import pandas as pd
+
+    png_dataset(tmp_path / "pngs", layout)
+    cfg = png_config(tmp_path / "config.yaml", tmp_path / "pngs")
+    run_snakemake(tmp_path, configfile=cfg)
+    res = tmp_path / "results"
+    train, test = np.load(res / "shapes/data/train.npz"), np.load(res / "shapes/data/test.npz")
+    assert train["images"].shape == (1200, 1, 16, 16) and test["images"].shape == (300, 1, 16, 16)
+    labeled = layout == "classes"
+    assert (train["labels"] >= 0).all() if labeled else (train["labels"] == -1).all()
+    clf = json.loads((res / "shapes/classifier/metrics.json").read_text())
+    assert clf["task"] == ("classes" if labeled else "rotation") and 0 <= clf["test_accuracy"] <= 1
+    df = result_rows(tmp_path)
+    expected = {(v, q, a, s) for v in VARIANTS for q, a in Q.evaluations(QS) for s in SEEDS}
+    assert set(zip(df.variant, df.quantizer, df["assign"], df.seed)) == expected and set(df.dataset) == {"shapes"}
+    assert (df.classifier_task == clf["task"]).all()
+    own = df[[a == Q.get(q).native_assign for q, a in zip(df.quantizer, df["assign"])]]
+    for col in ("mse_quant_real", "test_bits_per_token", "fd_samples_test", "fd_quant_recon_test", "kid_samples_test"):
+        assert np.isfinite(own[col]).all(), col
+    for col in ("quant_recon_accuracy", "conditional_accuracy", "test_class_unigram_bits_per_token"):
+        assert own[col].notna().all() if labeled else own[col].isna().all(), col
+    nll = json.loads((res / "shapes/spatial/seed0/kmeans/prior/nll.json").read_text())
+    assert nll["conditional"] is labeled
+    recon = json.loads((res / "shapes/spatial/seed0/vae/recon_quality.json").read_text())
+    assert (recon["cont_recon_accuracy"] is None) is not labeled
+    contrasts = pd.read_csv(res / "tables/contrasts.csv")
+    assert set(contrasts.dataset) == {"shapes"} and (res / "tables/answer.md").exists()
+    assert (res / "shapes/spatial/seed0/analysis/geometry.png").exists()
+
+
+def test_own_png_folder_is_prepared_by_snakemake_and_its_files_are_inputs(tmp_path):
+    """prepare_data of an image folder through Snakemake (the only job run): the files it read are the
+    job's inputs, so a new image or an edited one reruns it; a clashing name stops the plan by key."""
+    from PIL import Image
+
+    png_dataset(tmp_path / "pngs", "classes", n=60)
+    cfg = png_config(tmp_path / "config.yaml", tmp_path / "pngs")
+    target = "results/shapes/data/train.npz"
+    run_snakemake(tmp_path, target, configfile=cfg)
+    train = np.load(tmp_path / target)
+    assert train["images"].shape == (48, 1, 16, 16) and set(train["labels"]) <= {0, 1, 2, 3}
+    log = (tmp_path / "results/logs/shapes/prepare_data.log").read_text()
+    assert "['cross', 'disc', 'ring', 'square']" in log
+    assert planned_jobs(tmp_path, cfg, target) == {}
+    first = sorted((tmp_path / "pngs" / "disc").iterdir())[0]
+    Image.fromarray(np.full((16, 16), 7, np.uint8)).save(first)  # an edited image
+    assert planned_jobs(tmp_path, cfg, target) == {"prepare_data": 1}
+    run_snakemake(tmp_path, target, configfile=cfg)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "pngs" / "ring" / "new.png")  # a new one
+    assert planned_jobs(tmp_path, cfg, target) == {"prepare_data": 1}
+    clash = png_config(tmp_path / "clash.yaml", tmp_path / "pngs", name="mnist")
+    proc = run_snakemake(tmp_path, "-n", configfile=clash, check=False)
+    assert (
+        proc.returncode != 0
+        and "config key 'image_datasets.mnist': 'mnist' is a built-in dataset" in proc.stdout + proc.stderr
+    )
+
+
+def cifar10_shrunk(work):
+    """config/cifar10.yaml at test size on CIFAR-10-format pickles written here (400 train and 160
+    test images of noise): its 8x8 grid on 3x32x32 images, every quantizer, one seed, tiny models."""
+    from test_data import write_cifar
+
+    write_cifar(work / "data" / "cifar-10-batches-py", per_batch=80, n_test=160)
+    cfg = yaml.safe_load((ROOT / "config" / "cifar10.yaml").read_text())
+    spatial = cfg["vae"]["spatial"]
+    cfg.update(
+        seeds=[0],
+        threads=1,
+        download=False,
+        data_dir=str(work / "data"),
+        codebook={"K": 8, "kmeans_iters": 10, "fit_cells": 2000, "train_images": 200, "test_images": 100},
+        graph={"k": 10},
+        medoids={"max_iter": 5},
+        prior={"n_layer": 1, "n_head": 2, "n_embd": 32, "epochs": 1, "batch_size": 64, "sample": {"n": 60}},
+        classifier={"channels": [8, 16], "feature_dim": 32, "epochs": 1, "batch_size": 64},
+        analysis={"inits": ["kmeans"]},
+        rate_distortion={"Ks": [4], "test_images": 50},
+        geometry={"n_pairs": 2000, "n_sources": 32, "n_test_cells": 40, "pool": 100, "n_edges": 20, "n_boot": 100},
+        report={"fig_width": 8, "dpi": 60, "n_images": 6, "n_codes": 8},
+    )
+    cfg["vae"]["spatial"] = {**spatial, "channels": [8, 8], "latent_channels": 3, "epochs": 1, "batch_size": 64}
+    path = work / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, cfg
+
+
+def test_cifar10_config_shrunk(tmp_path):
+    """config/cifar10.yaml, shrunk, end to end on CIFAR-10's file format: colour 3x32x32 images through
+    an 8x8 latent grid, pull-back metrics over all three channels, every quantizer and the study."""
+    cfg_path, cfg = cifar10_shrunk(tmp_path)
+    run_snakemake(tmp_path, configfile=cfg_path)
+    res = tmp_path / "results"
+    assert np.load(res / "cifar10/data/train.npz")["images"].shape == (400, 3, 32, 32)
+    df = result_rows(tmp_path)
+    qs = cfg["quantizers"]
+    assert len(df) == n_evals(qs) and set(df.variant) == {"spatial"} and set(df.dataset) == {"cifar10"}
+    assert np.isfinite(df.mse_quant_real).all() and (df.n_test_images == 100).all()
+    run = res / "cifar10/spatial/seed0"
+    for q in qs:
+        assert np.load(run / q / "codes_test.npz")["codes"].shape == (100, 8, 8), q
+        assert np.load(run / q / "prior/samples.npz")["images"].shape == (60, 3, 32, 32), q
+    for m in Q.metrics(qs):
+        assert np.load(run / "graph" / f"lengths_{m}.npz")["metrics"].shape == (2000, 3, 3), m
+    assert json.loads((res / "cifar10/classifier/metrics.json").read_text())["task"] == "classes"
+    assert (res / "tables/answer.md").exists() and (run / "analysis/geometry.png").exists()

@@ -11,8 +11,10 @@ from geovq.stages.runner import device_of, log_result
 
 
 def train_classifier(inp, out, params, log):
-    from geovq.classifier import predict, save_classifier, train_classifier as fit
-    from geovq.data import load_prepared
+    """The feature classifier: it learns the classes, or, for a dataset without labels (of 2 or more
+    classes), which of 4 rotations was applied (geovq.classifier); metrics.json names the task."""
+    from geovq.classifier import accuracy, save_classifier, train_classifier as fit
+    from geovq.data import has_labels, load_prepared
     from geovq.device import seed_everything
 
     cfg = dict(params.classifier)
@@ -20,15 +22,16 @@ def train_classifier(inp, out, params, log):
     device = device_of(params)
     train_x, train_y = load_prepared(inp.train)
     test_x, test_y = load_prepared(inp.test)
-    model, rows = fit(train_x, train_y, cfg, seed=cfg["seed"], device=device, log=log)
-    acc = float((predict(model, test_x, device) == test_y.numpy()).mean())
-    log(f"test accuracy {acc:.4f} on {len(test_x)} images")
+    model, rows = fit(train_x, train_y if has_labels(train_y) else None, cfg, seed=cfg["seed"], device=device, log=log)
+    acc = accuracy(model, test_x, test_y.numpy(), device)
+    log(f"test accuracy ({model.task}) {acc:.4f} on {len(test_x)} images")
     save_classifier(out.model, model, cfg, dataset=params.dataset)
     write_csv(out.losses, rows)
     save_json(
         out.metrics,
         {
             "dataset": params.dataset,
+            "task": model.task,  # classes, or rotation (no labels): what the accuracies are of
             "test_accuracy": acc,
             "n_test_images": len(test_x),
             "val_accuracy": rows[-1]["val_acc"],
@@ -62,9 +65,10 @@ def fd_reference(inp, out, params, log):
 
 def recon_quality(inp, out, params, log):
     """The reference row: the continuous VAE's reconstructions of test half A against real half B
-    (Fréchet distance with its interval, KID) and their class accuracy over every coded test image."""
+    (Fréchet distance with its interval, KID) and their class accuracy over every coded test image
+    (None where the classifier learnt rotations: the dataset has no labels)."""
     from geovq.artifacts import load_fd_reference, positions
-    from geovq.classifier import features_and_predictions
+    from geovq.classifier import class_accuracy, features_and_predictions
     from geovq.data import load_prepared
     from geovq.frechet import fd_kid, named
     from geovq.train import decode, load_vae
@@ -90,7 +94,7 @@ def recon_quality(inp, out, params, log):
         "n_fd": int(ref["n_fd"]),
         **named(cont, "cont_recon_test"),
         **{k: float(v) for k, v in ref.items() if "_floor_test_halves" in k},
-        "cont_recon_accuracy": float((recon_pred == test_y.numpy()[idx]).mean()),
+        "cont_recon_accuracy": class_accuracy(clf, recon_pred, test_y.numpy()[idx]),
     }
     log_result(log, result)
     save_json(out.quality, result)

@@ -111,7 +111,9 @@ def evaluate(inp, out, params, log):
     for key in _fd_columns("cont_recon_test"):
         result[key] = reference[key] if q.posthoc else None
     result.update({key: reference[key] for key in FLOOR})
-    result["classifier_test_accuracy"] = load_json(inp.classifier_metrics)["test_accuracy"]
+    classifier = load_json(inp.classifier_metrics)
+    result["classifier_test_accuracy"] = classifier["test_accuracy"]
+    result["classifier_task"] = classifier.get("task", "classes")  # rotation: a dataset without labels
     log(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     save_json(out.metrics, result)
 
@@ -167,6 +169,7 @@ TABLE_COLUMNS = [
     "conditional_accuracy",
     "quant_recon_accuracy",
     "classifier_test_accuracy",
+    "classifier_task",
 ]
 
 

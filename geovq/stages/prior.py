@@ -15,7 +15,9 @@ UNIGRAM_ALPHA = 1.0  # add-one (Laplace) smoothing of the train codes' unigram b
 
 
 def train_prior(inp, out, params, log):
-    from geovq.data import subset_indices
+    """The prior over one quantizer's codes: class-conditional as configured (prior.conditional), but
+    unconditional for a dataset without labels."""
+    from geovq.data import has_labels, subset_indices
     from geovq.device import seed_everything
     from geovq.prior import check_codes, nll_bits, save_prior, train_prior as fit, unigram_bits
 
@@ -23,6 +25,9 @@ def train_prior(inp, out, params, log):
     device = device_of(params)
     cfg = dict(params.prior)
     train = load_codes(inp.codes_train)
+    if cfg["conditional"] and not has_labels(train["labels"]):
+        log("the dataset has no labels: the prior is unconditional (prior.conditional does not apply)")
+        cfg["conditional"] = False
     K = int(train["K"])
     test = load_codes(inp.codes_test, K)
     if int(test["K"]) != K:
@@ -140,9 +145,10 @@ def sample_prior(inp, out, params, log):
 def sample_quality(inp, out, params, log):
     """Prior samples and quantized reconstructions of test half A against real test half B, at the
     same n as the floor (fd_reference): Fréchet distance with its bootstrap interval, KID; the class
-    accuracy of the reconstructions over every coded test image and of class-conditional samples."""
+    accuracy of the reconstructions over every coded test image and of class-conditional samples
+    (None where the classifier learnt rotations: the dataset has no labels)."""
     from geovq.artifacts import load_fd_reference, positions
-    from geovq.classifier import features_and_predictions
+    from geovq.classifier import class_accuracy, features_and_predictions
     from geovq.codebook import quantize
     from geovq.frechet import fd_kid, named
     from geovq.train import decode
@@ -175,11 +181,11 @@ def sample_quality(inp, out, params, log):
         # samples are independent draws: the first n_fd are a random subset
         **named(fd_kid(sample_feats[:n_fd], ref["features_b"]), "samples_test"),
         **named(fd_kid(recon_feats[in_a], ref["features_b"]), "quant_recon_test"),
-        "quant_recon_accuracy": float((recon_pred == codes["labels"]).mean()),
+        "quant_recon_accuracy": class_accuracy(clf, recon_pred, codes["labels"]),
         "test_bits_per_token": nll["test_bits_per_token"],
         "test_bits_per_image": nll["test_bits_per_image"],
     }
     if "labels" in samples:  # does a sample drawn for class c look like class c?
-        result["conditional_accuracy"] = float((sample_pred == samples["labels"]).mean())
+        result["conditional_accuracy"] = class_accuracy(clf, sample_pred, samples["labels"])
     log_result(log, result)
     save_json(out.quality, result)
