@@ -157,7 +157,9 @@ def load_run(workdir, log=None):
         log = logs[-1]
     jobs = [j for j in parse_snakemake_log(log).values() if j.rule != "all"]
     if not jobs:
-        print(f"bench_pipeline: {log} lists no jobs (a -q run?): jobs from the benchmark files, no times or critical path")
+        print(
+            f"bench_pipeline: {log} lists no jobs (a -q run?): jobs from the benchmark files, no times or critical path"
+        )
         jobs = jobs_from_files(workdir)
     for j in jobs:
         if j.benchmark and (workdir / j.benchmark).exists():
