@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SNAKEMAKE := $(VENV)/bin/snakemake
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data run test report clean slurm test-slurm
+.PHONY: setup data run test report clean slurm test-slurm docs
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (torch 2.14.1 wheels)"; exit 1; }
@@ -34,6 +34,11 @@ report: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest
+
+# The generated documents: config/README.md's reference tables from config/schema.yaml
+# (tests/test_docs.py fails when they are stale).
+docs: setup
+	$(VENV)/bin/python workflow_scripts/config_reference.py
 
 clean:
 	rm -rf results .snakemake
