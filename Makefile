@@ -35,10 +35,11 @@ report: setup
 test: setup
 	$(VENV)/bin/python -m pytest
 
-# The generated documents: config/README.md's reference tables from config/schema.yaml
-# (tests/test_docs.py fails when they are stale).
+# The generated documents: config/README.md's reference tables from config/schema.yaml and
+# docs/rulegraph.md from the rules (tests/test_docs.py fails when either is stale).
 docs: setup
 	$(VENV)/bin/python workflow_scripts/config_reference.py
+	$(VENV)/bin/python workflow_scripts/rulegraph.py
 
 clean:
 	rm -rf results .snakemake

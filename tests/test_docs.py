@@ -1,5 +1,5 @@
 """The documents' generated parts, compared with a fresh generation so that they cannot go stale
-unnoticed (`make docs` regenerates them): config/README.md's reference.
+unnoticed (`make docs` regenerates them): config/README.md's reference, docs/rulegraph.md.
 """
 
 import sys
@@ -11,6 +11,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
 import config_reference  # noqa: E402
 import docblock  # noqa: E402
+import rulegraph  # noqa: E402
 
 
 # ---------------------------------------------------------------- config/README.md's reference
@@ -52,3 +53,29 @@ def test_config_reference_rejects_a_stray_key():
     schema = yaml.safe_load("properties: {n: {type: integer, default: 1, description: drawn, decoded}}")
     with pytest.raises(docblock.DocError, match="'n'.*decoded"):
         config_reference.render(schema)
+
+
+# ---------------------------------------------------------------- docs/rulegraph.md
+
+
+@pytest.mark.slow
+def test_rulegraph_is_current():
+    """docs/rulegraph.md against a fresh `snakemake --rulegraph` (a few seconds; needs no data)."""
+    committed = (ROOT / "docs" / "rulegraph.md").read_text()
+    assert committed == rulegraph.render(), "docs/rulegraph.md is stale: run `make docs`"
+
+
+def test_rulegraph_is_canonical():
+    a = "---\ntitle: DAG\n---\nflowchart TB\n\tid0[all]\n\tid1[b_rule]\n\tid2[a_rule]\n\tstyle id0 fill:#D95757\n"
+    edges = ["\tid2 --> id1\n", "\tid1 --> id0\n", "\tid2 --> id0\n"]
+    one = rulegraph.canonical(a + "".join(edges))
+    assert one == rulegraph.canonical(a.replace("id1", "id9") + "".join(e.replace("id1", "id9") for e in edges[::-1]))
+    assert one.splitlines() == [
+        "flowchart TB",
+        "    r_a_rule[a_rule]",
+        "    r_all[all]",
+        "    r_b_rule[b_rule]",
+        "    r_a_rule --> r_all",
+        "    r_a_rule --> r_b_rule",
+        "    r_b_rule --> r_all",
+    ]
