@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SNAKEMAKE := $(VENV)/bin/snakemake
 FASHION := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data run test report clean slurm test-slurm docs
+.PHONY: setup data run test report clean slurm test-slurm docs summary
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (torch 2.14.1 wheels)"; exit 1; }
@@ -40,6 +40,10 @@ test: setup
 docs: setup
 	$(VENV)/bin/python workflow_scripts/config_reference.py
 	$(VENV)/bin/python workflow_scripts/rulegraph.py
+
+# README.md's findings block from the last run's results/tables/answer.md (and contrasts.png).
+summary: setup
+	$(VENV)/bin/python workflow_scripts/readme_summary.py
 
 clean:
 	rm -rf results .snakemake
