@@ -48,7 +48,7 @@ summary: setup
 clean:
 	rm -rf results .snakemake
 
-# On a SLURM login node; edit profiles/slurm/config.yaml first (README: Running on a SLURM cluster).
+# On a SLURM login node; edit profiles/slurm/config.yaml first (docs/cluster.md).
 slurm: setup
 	$(SNAKEMAKE) --workflow-profile profiles/slurm
 

@@ -1,6 +1,9 @@
-"""The documents' generated parts: README.md's findings block, config/README.md's reference,
-docs/rulegraph.md. Those made from the source are compared with a fresh generation so that they
-cannot go stale unnoticed (`make docs` regenerates them).
+"""The documents: config/README.md's generated reference, docs/rulegraph.md, README.md's generated
+findings block, and links that lead somewhere.
+
+What is generated from the source (the reference, the rule graph) is compared with a fresh
+generation, so it cannot go stale unnoticed: `make docs` regenerates it. The findings block's
+generator is tested on answer.md files made here.
 """
 
 import re
@@ -245,3 +248,70 @@ def test_summary_fails_naming_the_file(tmp_path, capsys):
     msg = str(e.value)
     assert str(readme) in msg and "summary:begin" in msg and "\n" not in msg, msg
     assert readme.read_text() == "# no markers\n"  # left as it was
+
+
+# ---------------------------------------------------------------- README and links
+
+README_MAX_LINES = 250
+
+
+def test_readme_is_a_front_door():
+    text = (ROOT / "README.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
+    docblock.current(text, readme_summary.BEGIN, readme_summary.END, "README.md")  # the markers, once each
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def anchors(path):
+    out, fenced = set(), False
+    for line in path.read_text().splitlines():
+        fenced ^= line.startswith("```")
+        if not fenced and (m := re.match(r"#{1,6} (.+)", line)):
+            out.add(slug(m[1]))
+    return out
+
+
+def links(path):
+    """Relative link targets of a Markdown file outside code blocks and code spans."""
+    fenced, out = False, []
+    for line in path.read_text().splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        if not fenced and not line.startswith("    "):
+            out += [t for t in LINK.findall(re.sub(r"`[^`]*`", "", line)) if not re.match(r"[a-z]+:", t)]
+    return out
+
+
+DOCUMENTS = ["README.md", "config/README.md", "benchmarks/README.md"] + sorted(
+    p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md")
+)
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS)
+def test_relative_links_lead_somewhere(doc):
+    path = ROOT / doc
+    broken = []
+    for target in links(path):
+        file, _, anchor = target.partition("#")
+        dest = (path.parent / file).resolve() if file else path
+        if not dest.exists():
+            broken.append(target)
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+            broken.append(target)
+    assert not broken, f"{doc}: links to missing files or headings: {broken}"
+
+
+def test_slug_matches_github():
+    assert slug("Cluster (SLURM) and GPU") == "cluster-slurm-and-gpu"
+    assert slug("Geodesic quantization: benchmarks") == "geodesic-quantization-benchmarks"
+    assert slug("The study: contrasts, intervals and the answer") == "the-study-contrasts-intervals-and-the-answer"
