@@ -15,7 +15,7 @@ FASHION := /usr/share/datasets/fashion-mnist
 PYCHECK := import sys, platform; sys.exit(f"need Python >= 3.11, {sys.executable} is {platform.python_version()}") \
 	if sys.version_info < (3, 11) else print(f"using {sys.executable} (Python {platform.python_version()})")
 
-.PHONY: setup data run test report clean slurm test-slurm FORCE
+.PHONY: setup data run test report clean slurm test-slurm docs summary FORCE
 
 # Reinstalls when pyproject.toml or the constraints change, or when CONSTRAINTS names another file.
 $(STAMP): pyproject.toml $(CONSTRAINTS) $(VENV)/.constraints-used
@@ -60,10 +60,20 @@ report: setup
 test: setup
 	$(VENV)/bin/python -m pytest
 
+# The generated documents: config/README.md's reference tables from config/schema.yaml and
+# docs/rulegraph.md from the rules (tests/test_docs.py fails when either is stale).
+docs: setup
+	$(VENV)/bin/python workflow_scripts/config_reference.py
+	$(VENV)/bin/python workflow_scripts/rulegraph.py
+
+# README.md's findings block from the last run's results/tables/answer.md (and contrasts.png).
+summary: setup
+	$(VENV)/bin/python workflow_scripts/readme_summary.py
+
 clean:
 	rm -rf results .snakemake
 
-# On a SLURM login node; edit profiles/slurm/config.yaml first (README: Running on a SLURM cluster).
+# On a SLURM login node; edit profiles/slurm/config.yaml first (docs/cluster.md).
 slurm: setup
 	$(SNAKEMAKE) --workflow-profile profiles/slurm
 

@@ -1,7 +1,7 @@
 """Convergence of the study's geodesic contrasts with graph size: 15 000 fit cells to every train cell.
 
 The default run fits every post-hoc quantizer on ``codebook.fit_cells`` = 15 000 train cells
-(benchmarks/README.md, README's "Every train cell a graph node" says why). Does the answer change
+(benchmarks/README.md; docs/performance.md, "Every train cell a graph node", says why). Does the answer change
 with more? For each size N of the seeded fit-cell subsample (geovq.artifacts.fit_cell_ids, the
 pipeline's; N = "all" is every cell) this refits, on the same N cells, with the library functions
 of the pipeline's jobs:

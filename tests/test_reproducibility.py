@@ -1,4 +1,4 @@
-"""Interrupted runs, full disks and reproducibility (README section of that name).
+"""Interrupted runs, full disks and reproducibility (docs/reproducibility.md).
 
 - The same config gives a byte-identical table whatever ``--cores`` (jobs compute with config
   ``threads``, not with the cores Snakemake grants).
