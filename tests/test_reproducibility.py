@@ -175,6 +175,7 @@ def test_full_disk_is_one_line_and_leaves_no_artifact(small_disk, tmp_path, caps
             data_dir=str(tmp_path / "data"),
             download=False,
             options={"n_train": 5000, "n_test": 100, "size": 16, "classes": 4, "channels": 1},
+            image_dataset=None,
         ),
     )
     with pytest.raises(SystemExit) as e:
