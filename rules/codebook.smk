@@ -10,6 +10,8 @@ rule train_cells:
         cells=f"{RUN}/cells.npz",
     log:
         f"{RUN}/logs/train_cells.log",
+    benchmark:
+        f"{RUN}/benchmarks/train_cells.tsv"
     conda:
         "../envs/geovq.yaml"
     params:

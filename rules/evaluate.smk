@@ -40,6 +40,8 @@ rule metrics_table:
         html=report(f"{RESULTS}/tables/metrics.html", caption="../report/metrics_table.rst", category="Metrics table"),
     log:
         f"{RESULTS}/logs/metrics_table.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/metrics_table.tsv"
     conda:
         "../envs/geovq.yaml"
     script:

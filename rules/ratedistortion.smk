@@ -50,6 +50,8 @@ rule rate_distortion_table:
         contrasts_md=f"{RESULTS}/tables/rate_distortion_contrasts.md",
     log:
         f"{RESULTS}/logs/rate_distortion_table.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/rate_distortion_table.tsv"
     conda:
         "../envs/geovq.yaml"
     params:
@@ -73,6 +75,8 @@ rule rate_distortion_figure:
         ),
     log:
         f"{RESULTS}/{{dataset}}/{{variant}}/logs/rate_distortion_figure.log",
+    benchmark:
+        f"{RESULTS}/{{dataset}}/{{variant}}/benchmarks/rate_distortion_figure.tsv"
     conda:
         "../envs/geovq.yaml"
     params:

@@ -17,6 +17,8 @@ rule study_tables:
         forest=report(f"{RESULTS}/tables/contrasts.png", caption="../report/contrasts.rst", category="Study"),
     log:
         f"{RESULTS}/logs/study_tables.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/study_tables.tsv"
     conda:
         "../envs/geovq.yaml"
     params:

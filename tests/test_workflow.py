@@ -11,6 +11,7 @@ import contextlib
 import copy
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ import yaml
 
 import geovq.quantizers as Q
 from conftest import ROOT, planned_jobs, run_snakemake
+from geovq.config import validate
 from test_data import make_idx_dataset
 
 pytestmark = pytest.mark.slow
@@ -56,11 +58,22 @@ GEO = Q.geodesic(QS)
 EUC = Q.built_by("euclidean_codebook", QS)
 POST = Q.posthoc(QS)
 METRICS = Q.metrics(QS)  # the decoder pull-back metrics: one riemannian_lengths job each per run
+CFG = validate(copy.deepcopy(TEST_CONFIG))  # with the schema's defaults
+EVALS = Q.evaluations(QS, CFG["assignment"]["decode"])  # every (quantizer, assign) a run scores
+# the test cells' metrics per run: the VAE decoder's of each kind a post-hoc quantizer assigns with,
+# and the VQ-VAE's own
+VAE_KINDS = sorted({Q.get(q).assign_metric(CFG["assignment"]["metric"]) for q in POST})
+TEST_METRICS = len(VAE_KINDS) + ("vqvae" in QS)
 
 
-def n_evals(qs):
-    """Evaluations per run of quantizers ``qs``: one per (quantizer, assign)."""
-    return sum(len(Q.get(q).assigns) for q in qs)
+def n_evals(qs, assigns=Q.ASSIGNS):
+    """Evaluations per run of quantizers ``qs``: one per (quantizer, assign) scored."""
+    return sum(1 for q, a in EVALS if q in qs and a in assigns)
+
+
+def n_assign(qs, assigns=Q.ASSIGNS):
+    """assign_codes jobs per run of quantizers ``qs``: one per assign that is not the quantizer's own."""
+    return sum(1 for q, a in EVALS if q in qs and a in assigns and a != Q.get(q).native_assign)
 
 
 TABLES = {"metrics_table": 1, "study_tables": 1, "all": 1}
@@ -73,10 +86,12 @@ def rate_distortion(sweeps, variants=len(VARIANTS)):
 
 
 def after_codes(qs, runs=R, analysis=None, variants=len(VARIANTS)):
-    """Every job that follows new codes of quantizers ``qs`` in ``runs`` runs (priors, samples,
-    their quality, evaluations, figures, rate-distortion, the analysis of the first seed, the tables)."""
+    """Every job that follows new codes of quantizers ``qs`` in ``runs`` runs (their codes under the
+    other assignment rules, priors, samples, their quality, evaluations, figures, rate-distortion, the
+    analysis of the first seed, the tables)."""
     n = runs * len(qs)
     plan = {
+        "assign_codes": runs * n_assign(qs),
         "train_prior": n,
         "sample_prior": n,
         "sample_quality": n,
@@ -95,7 +110,7 @@ def test_full_run_produces_table(done):
     work, _ = done
     df = result_rows(work)
     K = TEST_CONFIG["codebook"]["K"]
-    expected = {(v, q, a, s) for v in VARIANTS for q, a in Q.evaluations(QS) for s in SEEDS}
+    expected = {(v, q, a, s) for v in VARIANTS for q, a in EVALS for s in SEEDS}
     assert set(zip(df.variant, df.quantizer, df["assign"], df.seed)) == expected and len(df) == len(expected)
     assert (df.n_test_images == TEST_CONFIG["codebook"]["test_images"]).all()
     post = df[df.quantizer.isin(POST)]
@@ -123,7 +138,7 @@ def test_full_run_produces_table(done):
     assert (df.fd_floor_test_halves > 0).all() and df.classifier_test_accuracy.between(0, 1).all()
     assert (df.test_perplexity_miller_madow >= df.test_perplexity).all() and (df.train_tokens > 0).all()
     other = df.drop(own.index)
-    assert len(other) == R * len(GEO) and other.test_bits_per_token.isna().all()  # not its prior's codes
+    assert len(other) == R * n_assign(QS) and other.test_bits_per_token.isna().all()  # not its prior's codes
     vq = df[df.quantizer == "vqvae"]
     assert vq.mse_cont_real.isna().all() and vq.mse_quant_cont.isna().all() and vq.fd_cont_recon_test.isna().all()
     assert (vq.mse_ze_real > 0).all() and (vq.mse_quant_ze > 0).all()
@@ -144,7 +159,7 @@ def test_every_evaluation_scores_the_same_test_images_and_per_image_values_add_u
     index, train_index = None, {}
     for v in VARIANTS:
         for s in SEEDS:
-            for q, a in Q.evaluations(QS):
+            for q, a in EVALS:
                 ev = results / v / f"seed{s}" / q / "eval" / a
                 per = np.load(ev / "per_image.npz")
                 if index is None:
@@ -236,6 +251,65 @@ def test_study_tables_answer_every_contrast(done):
     answer = (tables / "answer.md").read_text()
     for spec in specs:
         assert f"{spec['a']} \u2212 {spec['b']}" in answer, spec
+    # each seed's own mean paired difference, and how many agree with the estimate, by hand
+    mr = c[(c.variant == "spatial") & (c.contrast == "riemannian/metric \u2212 riemannian/geodesic")]
+    mr = mr[mr.metric == "mse_quant_real"].iloc[0]
+    d = np.stack(
+        [
+            np.load(ev / f"seed{s}" / "riemannian" / "eval" / a / "per_image.npz")["mse_quant_real"]
+            for a in ("metric", "geodesic")
+        ]
+        for s in SEEDS
+    )
+    by_hand = (d[:, 0] - d[:, 1]).mean(axis=1)
+    assert mr.seeds == ";".join(map(str, SEEDS))
+    np.testing.assert_allclose([float(v) for v in mr.seed_diffs.split(";")], by_hand, rtol=1e-12)
+    assert mr.seeds_agree == int((np.sign(by_hand) == np.sign(by_hand.mean())).sum())
+    assert (tables / "contrasts.png").stat().st_size > 0
+
+
+def test_metric_and_decode_codes_recomputed_from_their_inputs(done):
+    """The metric rule's codes are the library's argmin over all codes under each test cell's own
+    metric (rule test_metrics); decode keeps a code among the metric's top m, the same test images."""
+    from geovq.assign import metric_codes
+    from geovq.codebook import to_cells
+
+    work, _ = done
+    m = CFG["assignment"]["top_m"]
+    for v in VARIANTS:
+        run = work / "results" / "synthetic" / v / "seed0"
+        for q in ("kmeans", "riemannian"):
+            own = np.load(run / q / "codes_test.npz")
+            metrics = np.load(run / "vae" / f"metrics_test_{Q.get(q).assign_metric(CFG['assignment']['metric'])}.npz")
+            mu = np.load(run / "vae" / "latents_test.npz")["mu"]
+            hw = mu.shape[2] * mu.shape[3]
+            cells = (own["image_index"][:, None] * hw + np.arange(hw)).ravel()
+            np.testing.assert_array_equal(metrics["cell_ids"], cells)
+            cb = np.load(run / q / "codebook.npz")["codebook"]
+            top, _ = metric_codes(to_cells(mu)[cells], metrics["metrics"], cb, m)
+            got = np.load(run / q / "codes_test_metric.npz")
+            np.testing.assert_array_equal(got["codes"].ravel(), top[:, 0], err_msg=f"{v}/{q}")
+            np.testing.assert_array_equal(got["image_index"], own["image_index"])
+            dec = np.load(run / q / "codes_test_decode.npz")["codes"].ravel()
+            assert (dec[:, None] == top).any(axis=1).all(), f"{v}/{q}: decode left the metric's top {m}"
+
+
+def test_bench_pipeline_sums_the_benchmarks(done):
+    """benchmarks/bench_pipeline.py on the finished run: the job-seconds it sums are the benchmark
+    files' own, every job has one, and every job's log states its start-up."""
+    import importlib.util
+
+    work, _ = done
+    spec = importlib.util.spec_from_file_location("bench_pipeline", ROOT / "benchmarks" / "bench_pipeline.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    f = bench.main(["--workdir", str(work)])
+    tsvs = sorted((work / "results").rglob("benchmarks/*.tsv"))
+    own = sum(float(t.read_text().splitlines()[1].split("\t")[0]) for t in tsvs)
+    assert f["job_s"] == pytest.approx(own, rel=1e-12) and f["jobs"] == len(tsvs)
+    assert not f["jobs_without_benchmark"] and not f["startup_estimated"] and 0 < f["startup_share"] < 1
+    assert sum(r["jobs"] for r in f["rules"]) == len(tsvs) and f["seeds"] == SEEDS
+    assert 0 < f["critical_path_s"] <= f["job_s"] and f["wall_s"] > 0
 
 
 def test_analysis_and_table_contents(done):
@@ -289,7 +363,7 @@ def test_rate_distortion_contents(done):
     n = min(rd["test_images"], TEST_CONFIG["codebook"]["test_images"])
     tables = work / "results" / "tables"
     df = pd.read_csv(tables / "rate_distortion.csv")
-    expected = {(v, q, a, k) for v in VARIANTS for q, a in Q.evaluations(QS) for k in (Ks if q in POST else [K])}
+    expected = {(v, q, a, k) for v in VARIANTS for q, a in EVALS for k in (Ks if q in POST else [K])}
     assert set(zip(df.variant, df.quantizer, df["assign"], df.K)) == expected and len(df) == len(expected)
     assert (df.n_seeds == len(SEEDS)).all() and (df.n_images == n).all() and df.main_K.eq(df.K == K).all()
     for col in ("rate_bits", "mse_quant_real"):  # (equal only without spread: a collapsed VQ-VAE's one code)
@@ -302,7 +376,7 @@ def test_rate_distortion_contents(done):
         lo, hi = g[g.K == min(Ks)].iloc[0], g[g.K == max(Ks)].iloc[0]
         assert hi.mse_quant_cont < lo.mse_quant_cont and hi.rate_bits > lo.rate_bits, (v, q, a)
     for v in VARIANTS:
-        for q, a in Q.evaluations(QS):
+        for q, a in EVALS:
             row = df[(df.variant == v) & (df.quantizer == q) & (df["assign"] == a) & (df.K == K)].iloc[0]
             per = [
                 np.load(work / "results" / "synthetic" / v / f"seed{s}" / q / "eval" / a / "per_image.npz")
@@ -401,10 +475,10 @@ def test_codebook_change_reruns_only_codebook_and_after(done, tmp_path):
     jobs = planned_jobs(work, write_config(tmp_path / "k.yaml", codebook__K=8))
     assert jobs == {
         "train_vqvae": R,
+        "test_metrics": R * ("vqvae" in QS),  # the VQ-VAE's decoder is trained again; the VAE's is not
         "euclidean_codebook": R * len(EUC),
         "geodesic_medoids": R * len(GEO),
         "geodesic_codes": R * len(GEO),
-        "nearest_codes": R * len(GEO),
         **after_codes(QS, analysis=len(VARIANTS)),
     }, jobs
 
@@ -416,7 +490,6 @@ def from_the_graph_on():
         "riemannian_lengths": R * len(METRICS),
         "geodesic_medoids": R * len(GEO),
         "geodesic_codes": R * len(GEO),
-        "nearest_codes": R * len(GEO),
         **after_codes(GEO, analysis=len(VARIANTS)),
     }
 
@@ -441,9 +514,9 @@ def test_vae_change_reruns_vae_and_after(done, tmp_path):
         "euclidean_codebook": S * len(EUC),
         "knn_graph": S,
         "riemannian_lengths": S * len(METRICS),
+        "test_metrics": S * len(VAE_KINDS),
         "geodesic_medoids": S * len(GEO),
         "geodesic_codes": S * len(GEO),
-        "nearest_codes": S * len(GEO),
         **after_codes(POST, runs=S, analysis=1, variants=1),
     }
     plan["evaluate"] += S * n_evals(["vqvae"])
@@ -506,7 +579,6 @@ def test_report_builds_with_table_and_figures(done):
     """snakemake --report: every figure file of the run embedded byte for byte (not just one of its
     name), each a non-blank PNG of the configured width; the table's rows and the answer inside."""
     import base64
-    import re
 
     import pandas as pd
     from PIL import Image
@@ -525,6 +597,7 @@ def test_report_builds_with_table_and_figures(done):
     for row in df.itertuples():
         assert f"<td>{row.quantizer}</td>" in table
     (answer,) = [data.decode() for name, data in embedded if name == "answer.html"]
+    assert (work / "results" / "tables" / "contrasts.png").read_bytes() in payloads
     assert "riemannian/geodesic \u2212 graph/geodesic" in answer
     width = round(TEST_CONFIG["report"]["fig_width"] * TEST_CONFIG["report"]["dpi"])
     figures = sorted((work / "results").rglob("figures/*.png")) + sorted((work / "results").rglob("analysis/*.png"))
@@ -566,10 +639,7 @@ def test_every_job_loaded_only_its_code_inputs(done):
     logs = sorted(p for p in results.rglob("*.log") if "logs" in p.relative_to(results).parts)
     ran = set()
     for log in logs:
-        rule = log.stem  # rules log to <rule>.log, evaluate to evaluate_<assign>.log, ...
-        for wildcarded in ("evaluate", "riemannian_lengths"):  # ... riemannian_lengths_<metric>.log
-            if rule.startswith(wildcarded + "_"):
-                rule = wildcarded
+        rule = re.search(r"start-up [0-9.]+ s \(rule (\w+)", log.read_text()).group(1)  # the runner names it
         modules = loaded_modules(log)
         assert modules and "geovq.stages.runner" in modules, f"{log}: no 'geovq modules:' line"
         missing = {module_file(m) for m in modules} - set(code_inputs(rule, ROOT))
@@ -604,14 +674,20 @@ def test_touching_the_decoder_rewrite_reruns_the_riemannian_lengths_and_after(do
     with touched("geovq/jvp.py"):
         jobs = planned_jobs(work, cfg, *BY_MTIME)
     pulled = [q for q in GEO if Q.get(q).metric]  # riemannian, fisher
-    assert jobs == {
+    other = [q for q in QS if q not in GEO]
+    plan = {
         "riemannian_lengths": R * len(METRICS),
+        "test_metrics": R * TEST_METRICS,
         "geodesic_medoids": R * len(pulled),
         "geodesic_codes": R * len(GEO),
-        "nearest_codes": R * len(GEO),
         **after_codes(GEO, analysis=len(VARIANTS)),
         **rate_distortion(R * len(QS)),  # its stage imports geovq.riemann: every quantizer's sweep
-    }, jobs
+    }
+    # the assign stage imports geovq.riemann (through geovq.assign): every quantizer's other codes,
+    # and the other quantizers' metric and decode evaluations
+    plan["assign_codes"] = R * n_assign(QS)
+    plan["evaluate"] += R * n_evals(other, ("metric", "decode"))
+    assert jobs == plan, jobs
 
 
 def test_touching_the_evaluate_stage_reruns_evaluate_and_the_tables_only(done):
@@ -721,7 +797,7 @@ def test_own_png_folder_end_to_end(tmp_path, layout):
     clf = json.loads((res / "shapes/classifier/metrics.json").read_text())
     assert clf["task"] == ("classes" if labeled else "rotation") and 0 <= clf["test_accuracy"] <= 1
     df = result_rows(tmp_path)
-    expected = {(v, q, a, s) for v in VARIANTS for q, a in Q.evaluations(QS) for s in SEEDS}
+    expected = {(v, q, a, s) for v in VARIANTS for q, a in EVALS for s in SEEDS}
     assert set(zip(df.variant, df.quantizer, df["assign"], df.seed)) == expected and set(df.dataset) == {"shapes"}
     assert (df.classifier_task == clf["task"]).all()
     own = df[[a == Q.get(q).native_assign for q, a in zip(df.quantizer, df["assign"])]]
