@@ -128,7 +128,8 @@ def run_one(args, quantizer):
     del G
 
     with Stage("k-medoids", stages):
-        km = fit_medoids(L, x, args.K, {"init": "kmeans", "max_iter": args.max_iter, "swap": args.swap}, args.seed)
+        m = {"init": "kmeans", "max_iter": args.max_iter, "swap": args.swap}
+        km = fit_medoids(L, x, args.K, m, args.seed, threads=args.threads)  # medoid updates on every thread
     rec.update(
         K=args.K,
         n_iter=int(km.n_iter_),

@@ -100,14 +100,14 @@ def train_classifier(images, labels, params, *, seed, device, log=print):
     Rows report cross-entropy and accuracy on the training part and on a seeded held-out
     validation part of the given images (for the rotation task over their 4 rotations each).
     """
-    from geovq.train import Diverged, on_device, split_train_val
+    from geovq.train import Diverged, channels_last, on_device, split_train_val
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     task = task_of(labels)
     n_classes = int(labels.max()) + 1 if task == "classes" else ROTATIONS
     arch = (params["channels"], params["feature_dim"])
-    model = Classifier(tuple(images.shape[1:]), n_classes, *arch, task=task).to(device)
+    model = channels_last(Classifier(tuple(images.shape[1:]), n_classes, *arch, task=task).to(device))
     tr, va = split_train_val(len(images), params["val_fraction"], seed)
     tr_y, va_y = (labels[tr], labels[va]) if task == "classes" else (None, None)
     opt = torch.optim.Adam(model.parameters(), lr=params["lr"])

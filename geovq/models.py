@@ -147,7 +147,10 @@ class SpatialVAE(nn.Module):
 
 def vae_forward(model, x):
     mu, logvar = model.encode(x)
-    z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if model.training else mu
+    # the noise drawn in logical (N, C, H, W) order whatever mu's memory layout (randn_like would
+    # follow a channels-last layout and hand each latent another draw)
+    eps = torch.randn(mu.shape, dtype=mu.dtype, device=mu.device) if model.training else None
+    z = mu + eps * torch.exp(0.5 * logvar) if model.training else mu
     return model.decode_logits(z), mu, logvar
 
 

@@ -191,11 +191,11 @@ def train_vqvae(variant, images, arch, params, K, *, seed, device, log=print):
     of the images is held out; rows report both parts, code usage and dead-code restarts.
     """
     from geovq.data import subset_indices
-    from geovq.train import Diverged, on_device, split_train_val
+    from geovq.train import Diverged, channels_last, on_device, split_train_val
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = VQVAE(variant, tuple(images.shape[1:]), arch, K, params).to(device)
+    model = channels_last(VQVAE(variant, tuple(images.shape[1:]), arch, K, params).to(device))
     keep = subset_indices(len(images), params["train_images"], seed)
     tr, va = split_train_val(len(keep), params["val_fraction"], seed)
     train_x, val_x = on_device(images[keep[tr]], device), on_device(images[keep[va]], device)

@@ -71,11 +71,13 @@ rule geodesic_medoids:
         quantizer=GEODESIC,
     conda:
         "../envs/geovq.yaml"
+    threads: config["threads"]
     resources:
         mem_mb=retry_mem(4000),
     params:
         K=lambda wc: dcfg(wc, "codebook")["K"],
         medoids=lambda wc: dcfg(wc, "medoids"),
+        threads=config["threads"],
     script:
         "../workflow_scripts/run_stage.py"
 

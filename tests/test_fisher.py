@@ -249,6 +249,7 @@ def test_stages_measure_and_link_with_the_metric_of_their_wildcard(tmp_path):
             {"codebook": "codebook.npz", "voronoi": "voronoi.npz", "objective": "objective.csv"},
             K=4,
             medoids=DEFAULTS["medoids"],
+            threads=1,
         ),
         geodesic_medoids,
     )

@@ -1,7 +1,8 @@
 """Interrupted runs, full disks and reproducibility (docs/reproducibility.md).
 
 - The same config gives a byte-identical table whatever ``--cores`` (jobs compute with config
-  ``threads``, not with the cores Snakemake grants).
+  ``threads``, not with the cores Snakemake grants), and whether its jobs run in processes of their
+  own or forked from a warm server (geovq.stages.warm; the shared run uses it, the --cores 1 run not).
 - A run killed mid-training (SIGKILL of the whole Snakemake process group) is finished by
   ``snakemake --unlock`` and the same command again, with a byte-identical table.
 - A full disk stops a stage with one line naming the file; nothing is left under the final name,
@@ -89,13 +90,18 @@ def same_table(work_a, work_b, seed):
 
 
 @pytest.mark.slow
-def test_cores_do_not_change_the_table(test_config_run, tmp_path):
-    """config/test.yaml with --cores 1 in a fresh directory: the same bytes as the shared --cores 2 run."""
+def test_cores_and_warm_processes_do_not_change_the_table(test_config_run, tmp_path):
+    """config/test.yaml with --cores 1, every job in a process of its own (GEOVQ_WARM=0), in a fresh
+    directory: the same bytes as the shared --cores 2 run, whose jobs were forked from a warm server."""
     work_a, _, _ = test_config_run
     cfg, seed = small_config(tmp_path)
-    proc = subprocess.run(snakemake_cmd(tmp_path, cfg, cores=1), capture_output=True, text=True)
+    env = {**os.environ, "GEOVQ_WARM": "0"}
+    proc = subprocess.run(snakemake_cmd(tmp_path, cfg, cores=1), capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     same_table(work_a, tmp_path, seed)
+    for log in (tmp_path / "results").rglob("logs/*.log"):  # and every job ran in a process of its own
+        assert "a process of its own" in log.read_text(), log
+    assert "forked from a warm server" in next((work_a / "results").rglob("logs/train_vae.log")).read_text()
 
 
 @pytest.mark.slow

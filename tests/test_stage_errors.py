@@ -121,6 +121,7 @@ def test_more_codes_than_nodes(tmp_path, capsys):
         {"codebook": "codebook.npz", "voronoi": "voronoi.npz", "objective": "objective.csv"},
         K=41,
         medoids=DEFAULTS["medoids"],
+        threads=1,
     )
     fails_cleanly(smk, geodesic_medoids, capsys, "config key 'codebook.K'", "K=41", "40")
 
@@ -152,6 +153,7 @@ def test_geodesic_codes_of_new_cells_follow_the_extended_graph_not_train_ids(tmp
             {"codebook": "codebook.npz", "voronoi": "voronoi.npz", "objective": "objective.csv"},
             K=5,
             medoids=DEFAULTS["medoids"],
+            threads=1,
         ),
         geodesic_medoids,
     )

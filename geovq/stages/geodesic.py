@@ -91,7 +91,7 @@ def geodesic_medoids(inp, out, params, log):
             f"(config codebook.fit_cells, or the number of train cells)"
         )
     log(f"geodesic K-medoids K={K} on {G.shape[0]} nodes, {G.nnz // 2} edges, init {m['init']}")
-    km = fit_medoids(G, d["x"], K, m, params.seed)
+    km = fit_medoids(G, d["x"], K, m, params.seed, threads=params.threads)  # the same medoids on any number
     for i, obj in enumerate(km.objective_):
         log(f"step {i}: objective {obj:.6g}")
     save_npz(

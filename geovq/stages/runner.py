@@ -57,7 +57,8 @@ def entry(smk, stage, started=None):
     log_path = smk.log[0] if len(smk.log) else None
     log = Log(log_path)
     if started is not None:
-        log(f"start-up {time.time() - started:.2f} s (rule {smk.rule}: process start to the stage's call)")
+        how = "forked from a warm server" if os.environ.get("GEOVQ_WARM_FORKED") else "a process of its own"
+        log(f"start-up {time.time() - started:.2f} s (rule {smk.rule}, {how}: process start to the stage's call)")
     # the config's thread count, not the cores Snakemake granted: results must not depend on --cores
     _set_threads(smk.config["threads"])
     stderr = sys.stderr

@@ -139,7 +139,7 @@ def _connect(path):
 def _start_server(path, root):
     log = open(path.with_suffix(".log"), "ab")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]).rstrip(":")}
-    subprocess.Popen(
+    server = subprocess.Popen(
         [sys.executable, "-m", "geovq.stages.warm", str(path), str(IDLE)],
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -149,7 +149,8 @@ def _start_server(path, root):
         start_new_session=True,  # not in Snakemake's process group: a job's Ctrl-C is not the server's
         close_fds=True,
     )
-    log.close()
+    log.close()  # the server keeps its own copy
+    return server
 
 
 def _connect_or_start(root, timeout=START_TIMEOUT):
@@ -163,9 +164,9 @@ def _connect_or_start(root, timeout=START_TIMEOUT):
         try:
             return _connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
-            _start_server(path, root)
+            server = _start_server(path, root)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and server.poll() is None:  # a server that died: no waiting
             try:
                 return _connect(path)
             except (FileNotFoundError, ConnectionRefusedError):
@@ -235,6 +236,7 @@ def _child(conn):
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        os.environ["GEOVQ_WARM_FORKED"] = "1"  # the job's log says how it ran (geovq.stages.runner)
         sys.path[:] = request["sys_path"]
         for name in [m for m in sys.modules if m == "geovq" or m.startswith("geovq.")]:
             del sys.modules[name]  # the job's own checkout is imported afresh
