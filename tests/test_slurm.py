@@ -524,7 +524,11 @@ def test_workflow_runs_as_real_slurm_jobs(cluster, test_config_run, tmp_path, ca
         return sorted(rows, key=lambda r: (r["dataset"], r["variant"], r["quantizer"], r["assign"]))
 
     slurm_rows, local_rows = table(tmp_path / "slurm"), table(local_dir)
-    assert len(slurm_rows) == 4  # kmeans, riemannian/geodesic, riemannian/nearest, vqvae
+    import geovq.quantizers as Q
+    from geovq.config import validate
+
+    decode = validate(yaml.safe_load((ROOT / "config" / "test.yaml").read_text()))["assignment"]["decode"]
+    assert len(slurm_rows) == len(Q.evaluations(SLURM_QUANTIZERS, decode))  # every rule each quantizer is scored by
     assert slurm_rows == local_rows
 
 
