@@ -2,7 +2,7 @@
 
 Reads what every run leaves behind and prints figures; it asserts nothing:
 
-- ``results/**/benchmarks/*.tsv``: Snakemake's benchmark of each job (its wall seconds ``s``, peak
+- ``results/**/benchmarks/**/*.tsv``: Snakemake's benchmark of each job (its wall seconds ``s``, peak
   RSS); the job-seconds below are their sums, nothing else;
 - ``results/**/logs/*.log``: the job's own log (geovq.stages.runner): the line
   ``start-up X s (...)`` says how long the job's process ran before its stage was called
@@ -139,7 +139,7 @@ def jobs_from_files(workdir):
     """Jobs found from their benchmark files alone (a Snakemake log written with -q lists no jobs): the
     log beside each (.../benchmarks/x.tsv -> .../logs/x.log) names the rule; no times, no dependencies."""
     jobs = []
-    for tsv in sorted(Path(workdir).glob("results/**/benchmarks/*.tsv")):
+    for tsv in sorted(Path(workdir).glob("results/**/benchmarks/**/*.tsv")):
         log = Path(str(tsv).replace("/benchmarks/", "/logs/")).with_suffix(".log")
         m = RULE_OF_LOG.search(log.read_text()) if log.exists() else None
         rel = str(tsv.relative_to(workdir))

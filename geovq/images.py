@@ -211,20 +211,29 @@ def _as_configured(x, path, channels, size, size_key):
 # ---------------------------------------------------------------- splits
 def split_indices(n: int, test_fraction: float, seed: int, labels=None):
     """Seeded disjoint (train, test) index arrays of range(n), each sorted: round(n x fraction) test images,
-    or with ``labels`` (n,) stratified, round(n_c x fraction) of each class c but at least one of its
-    images left for training (the priors and the classifier know only the classes they trained on)."""
+    or with ``labels`` (n,) stratified: the same total, each class c its share n_c x fraction rounded
+    by largest remainders, but at least one of its images left for training (the priors and the
+    classifier know only the classes they trained on)."""
     rng = np.random.default_rng(seed)
     if labels is None:
         perm = rng.permutation(n)
         n_test = int(round(n * test_fraction))
         return np.sort(perm[n_test:]), np.sort(perm[:n_test])
     labels = np.asarray(labels)
+    classes, sizes = np.unique(labels, return_counts=True)
+    # round(n x fraction) in all, shared by the largest remainders of the classes' exact shares
+    share = sizes * test_fraction
+    n_test = np.minimum(np.floor(share).astype(np.int64), sizes - 1)
+    extra = int(round(n * test_fraction)) - int(n_test.sum())
+    for c in np.argsort(-(share - np.floor(share)), kind="stable"):
+        if extra > 0 and n_test[c] < sizes[c] - 1:
+            n_test[c] += 1
+            extra -= 1
     train, test = [], []
-    for c in np.unique(labels):
+    for c, k in zip(classes, n_test):
         members = rng.permutation(np.flatnonzero(labels == c))
-        n_test = min(int(round(len(members) * test_fraction)), len(members) - 1)
-        train.append(members[n_test:])
-        test.append(members[:n_test])
+        train.append(members[k:])
+        test.append(members[:k])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
