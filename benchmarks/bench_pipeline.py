@@ -4,8 +4,10 @@ Reads what every run leaves behind and prints figures; it asserts nothing:
 
 - ``results/**/benchmarks/**/*.tsv``: Snakemake's benchmark of each job (its wall seconds ``s``, peak
   RSS); the job-seconds below are their sums, nothing else;
-- ``results/**/logs/*.log``: the job's own log (geovq.stages.runner): the line
-  ``start-up X s (...)`` says how long the job's process ran before its stage was called
+- ``results/**/logs/*.log``: the job's own log (geovq.stages.runner): its peak RSS (the
+  benchmark's column measures only the waiting job process when the job was forked from the warm
+  server, geovq.stages.warm), and the line ``start-up X s (...)``, how long the job's process ran
+  before its stage was called
   (interpreter, Snakemake's script preamble, imports); logs of older runs have no such line, and
   then only a lower bound is known, the time before the runner opened its log (benchmark s minus
   the log's "done in");
@@ -41,6 +43,7 @@ RULE = re.compile(r"^(?:local)?rule (\w+):$")
 FINISHED = re.compile(r"^Finished jobid: (\d+)")
 STARTUP = re.compile(r"start-up ([0-9.]+) s")
 RULE_OF_LOG = re.compile(r"start-up [0-9.]+ s \(rule (\w+)")
+PEAK = re.compile(r"peak RSS ([0-9.]+) MB, CPU ([0-9.]+) s")
 DONE = re.compile(r"done in ([0-9.]+)s")
 
 
@@ -106,6 +109,14 @@ def read_benchmark(path):
     return float(rec["s"]), (float(rss) if rss not in ("NA", "-") else None)
 
 
+def read_usage(log_path):
+    """(peak RSS MB, CPU s) the job's own log states (geovq.stages.runner), or (None, None)."""
+    if not log_path or not Path(log_path).exists():
+        return None, None
+    m = PEAK.search(Path(log_path).read_text())
+    return (float(m.group(1)), float(m.group(2))) if m else (None, None)
+
+
 def read_startup(log_path, seconds):
     """(start-up seconds, a lower bound only?) from a job log; None if the log is missing.
 
@@ -164,7 +175,11 @@ def load_run(workdir, log=None):
     for j in jobs:
         if j.benchmark and (workdir / j.benchmark).exists():
             j.seconds, j.rss_mb = read_benchmark(workdir / j.benchmark)
-        j.startup, j.startup_estimated = read_startup(workdir / j.log if j.log else None, j.seconds)
+        log_path = workdir / j.log if j.log else None
+        j.startup, j.startup_estimated = read_startup(log_path, j.seconds)
+        rss, _ = read_usage(log_path)
+        if rss is not None:  # the job's own peak: a benchmark of a job forked from the warm server sees
+            j.rss_mb = rss  # only the process that waited for it
     return jobs, Path(log)
 
 

@@ -200,8 +200,12 @@ def contrast_forest(path, c, size, metric="mse_quant_real"):
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(y)
         ax.set_yticklabels(g["contrast"] if ax is axes[0, 0] else [], fontsize=8)
-        ax.set_xlabel(f"{metric}: A − B, % of B (bar: 95 % interval; dots: seeds)", fontsize=9)
+        ax.set_xlabel("A − B, % of B's mean", fontsize=9)
         ax.set_title(f"{ds}, {var}", fontsize=10)
         ax.grid(alpha=0.3, axis="x")
+    fig.suptitle(
+        f"{metric}: 95 % interval over seeds and images (bar), estimate (filled: excludes 0), each seed (dots)",
+        fontsize=9,
+    )
     fig.tight_layout()
     save(fig, path)

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 import torch
 from torch.func import jacfwd, jvp, vmap
 
+from geovq.device import batch_for
 from geovq.jvp import Linearized, Unsupported, cast, for_jvp, owner_module
 
 # cell_metrics' precision: the dtype the decoder is evaluated in (J and G are float32 either way)
@@ -171,7 +172,7 @@ def cell_metrics(
     cells,
     *,
     weight=None,
-    batch_size=128,
+    batch_size=None,
     device=None,
     dtype=torch.float32,
     method="auto",
@@ -193,7 +194,8 @@ def cell_metrics(
     (B, P), to per-pixel weights w >= 0 (B, P), pixel by pixel (method "stacked" hands it the
     pixels in its own order, the order of J's rows). A metric kind names its decode and
     weight: `pullback`.
-    batch_size: cells per chunk; activation memory ~ batch_size x C x one image's activations.
+    batch_size: cells per chunk; activation memory ~ batch_size x C x one image's activations;
+    None: 128 on the CPU, more on a GPU (geovq.device.batch_for).
     fuse: run the decoder rewritten by `for_jvp` (BatchNorm folded, upsample + conv fused):
     the same function, faster; False runs `decode` as given.
     precision: None (evaluate in `dtype`), or "float32" / "bfloat16" (PRECISIONS): the decoder
@@ -224,6 +226,8 @@ def cell_metrics(
     n, h, w = _split_cells(cells, Z)
     C = Z.shape[1]
     device = _resolve_device(decode, device)
+    if batch_size is None:
+        batch_size = batch_for(device, 128)
     if fuse:
         decode = for_jvp(decode)
     if precision is not None:

@@ -32,7 +32,9 @@ KEY_CONTRASTS = [
         ("riemannian/metric", "riemannian/geodesic"),  # assigning without the graph
         ("riemannian/metric", "kmeans/metric"),  # the codebook, same assignment rule
         ("kmeans/metric", "kmeans/nearest"),  # the metric assignment on a Euclidean codebook
+        ("riemannian/decode", "riemannian/metric"),  # exact in image space vs the metric: the linearisation gap
         ("riemannian/geodesic", "vqvae/nearest"),  # against the end-to-end VQ-VAE
+        ("riemannian/decode", "vqvae/nearest"),  # the best post-hoc assignment against the VQ-VAE
     ]
 ]
 

@@ -14,7 +14,7 @@ def test_metrics(inp, out, params, log):
     """The pull-back metric ``params.metric`` of decoder ``params.model`` (the VAE's, or the VQ-VAE's
     at its encoder output) at every cell of the coded test images: computed once per run, decoder
     and metric kind, read by every rule that needs it (geodesic codes, metric and decode codes)."""
-    from geovq.device import batch_for, keep_freed_memory
+    from geovq.device import keep_freed_memory
     from geovq.riemann import cell_metrics, pullback
     from geovq.vqvae import load_decoder
 
@@ -27,9 +27,7 @@ def test_metrics(inp, out, params, log):
     log(
         f"{params.metric} pull-back metrics of the {params.model} decoder at {len(cells)} cells of {len(idx)} test images"
     )
-    metrics = cell_metrics(
-        decode, mu, cells, weight=weight, device=device, precision=params.precision, batch_size=batch_for(device, 128)
-    )
+    metrics = cell_metrics(decode, mu, cells, weight=weight, device=device, precision=params.precision)
     save_npz(out.metrics, metrics=metrics, cell_ids=cells, image_index=idx)
 
 
