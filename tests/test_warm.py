@@ -145,3 +145,23 @@ def test_switched_off_and_under_slurm_the_job_runs_itself(checkout, tmp_path):
         out, _ = proc.communicate(timeout=60)
         assert "status None" in out and not (tmp_path / "out.json").exists()
     assert not list(Path(env["XDG_RUNTIME_DIR"]).rglob("*.sock"))
+
+
+def test_process_start_is_the_moment_the_process_started():
+    """The start-up every job log states is time.time() minus this: it must be the start to a clock
+    tick (10 ms), not to /proc/stat's whole-second boot time (which read up to 1 s early and made
+    bench_pipeline's start-ups longer than the jobs they are part of)."""
+    from geovq.stages.warm import process_start
+
+    tick = 1 / os.sysconf("SC_CLK_TCK")
+    for _ in range(3):
+        before = time.time()
+        proc = subprocess.Popen(["sleep", "5"])
+        after = time.time()
+        try:
+            start = process_start(proc.pid)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert before - 2 * tick <= start <= after + 2 * tick
+    assert process_start(2**22 + 12345) is None  # no such process

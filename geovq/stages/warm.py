@@ -83,12 +83,16 @@ _ACCEPTED = b"A"
 
 
 def process_start(pid="self"):
-    """When process ``pid`` started (seconds since the epoch, from /proc; None where there is none)."""
+    """When process ``pid`` started (seconds since the epoch; None where /proc has no answer).
+
+    /proc/<pid>/stat gives the start in clock ticks since boot; the boot's epoch time is taken from
+    this moment's time.time() and CLOCK_BOOTTIME, not /proc/stat's btime, which is whole seconds
+    (rounded down: up to 1 s early, so every start-up read up to 1 s too long)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(float(line.split()[1]) for line in open("/proc/stat") if line.startswith("btime"))
+        boot = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
         return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError, StopIteration):
+    except (OSError, IndexError, ValueError, AttributeError):
         return None
 
 
@@ -189,7 +193,10 @@ def delegate(smk, root):
         return None
     with conn:
         request = {"smk": smk, "sys_path": list(sys.path), "cwd": os.getcwd(), "env": dict(os.environ)}
-        request = pickle.dumps({**request, "started": process_start()})
+        try:
+            request = pickle.dumps({**request, "started": process_start()})
+        except Exception:  # a job object that does not pickle: run it here
+            return None
         try:
             socket.send_fds(conn, [_HEADER.pack(len(request))], [0, 1, 2])
             conn.sendall(request)
@@ -203,8 +210,8 @@ def delegate(smk, root):
             status = None
     if status is None:
         print(
-            f"geovq error in rule {smk.rule}: the job's process (pid of a warm-server child) ended "
-            "without an exit status: killed, or out of memory",
+            f"geovq error in rule {smk.rule}: the job's process, forked from the warm server, ended "
+            "without an exit status (killed, or out of memory?); GEOVQ_WARM=0 runs it in a process of its own",
             file=sys.stderr,
             flush=True,
         )
