@@ -152,9 +152,13 @@ class _DistinctKDTree(_Distinct):
         self.tree = cKDTree(self.distinct)
 
     def _near_rows(self, queries, m, rows):
+        """Base rows (``queries`` = base[rows]) are answered through their distinct vectors, each
+        queried once (copies share their answer); new queries are queried themselves."""
         if rows is None:
             return self._nearest(queries, m)
-        return self._nearest(self.distinct, m)[self.inverse[rows]]  # copies share their answer
+        if not np.array_equal(queries, self.distinct[self.inverse[rows]]):
+            raise ValueError("_near_rows: queries are not the base's rows `rows`")
+        return self._nearest(self.distinct, m)[self.inverse[rows]]
 
     def _nearest(self, queries, m):
         """Queried in a KD-tree's order of the queries (the tree's own for its vectors): nearby

@@ -19,6 +19,8 @@ def link_new_cells(
     device="cpu",
     precision=None,
     metrics_new=None,
+    knn_method="auto",
+    exact_max=200_000,
 ):
     """Links of cells outside the graph to their k nearest nodes: (nbr (M, k) node ids, lengths (M, k));
     a cell's code is then the label of the shortest path through them (:func:`geovq.voronoi.assign_new`).
@@ -29,12 +31,13 @@ def link_new_cells(
     ``new_point_metric`` "exact" computes each new cell's own metric, "one_sided" uses the node's
     at both ends (geovq.riemann.new_point_lengths); precision: cell_metrics' (that of the nodes').
     metrics_new: with "exact", the new cells' metrics (M, C, C) when already computed (rule
-    test_metrics), else they are computed here."""
+    test_metrics), else they are computed here. knn_method, exact_max: how the k nearest nodes are
+    found (geovq.graph.knn_query; config graph.knn_method, graph.exact_max, as for the graph)."""
     from geovq.codebook import to_cells
     from geovq.graph import knn_query
 
     x_new = to_cells(mu)[new_ids]
-    nbr, nbr_euc, _ = knn_query(x_nodes, x_new, k, seed=seed)
+    nbr, nbr_euc, _ = knn_query(x_nodes, x_new, k, method=knn_method, exact_max=exact_max, seed=seed)
     if pull is None:
         return nbr, nbr_euc.astype(np.float64)
     from geovq.riemann import cell_metrics, new_point_lengths

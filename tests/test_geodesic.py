@@ -286,3 +286,34 @@ def test_second_nearest_labels_match_networkx():
     np.testing.assert_allclose(d2, srt[1], rtol=1e-12)
     assert (l2 != label).all()
     np.testing.assert_allclose(D[l2, np.arange(400)], d2, rtol=1e-12)  # l2 attains d2
+
+
+@pytest.mark.parametrize("method", ["exact", "kdtree", "hnsw"])
+def test_new_cells_are_linked_with_the_configured_knn_method(method, monkeypatch):
+    """link_new_cells finds a new cell's nodes with config graph.knn_method / exact_max (as the
+    graph itself), and every method gives the exact k nearest nodes here (Euclidean links)."""
+    import geovq.graph
+    from geovq.linking import link_new_cells
+
+    rng = np.random.default_rng(4)
+    x_nodes = rng.normal(size=(3000, 3)).astype(np.float32)
+    mu = rng.normal(size=(40, 3, 2, 2)).astype(np.float32)  # 160 new cells
+    new_ids = np.arange(160)
+    seen = []
+    real = geovq.graph.knn_query
+
+    def spy(*args, **kw):
+        out = real(*args, **kw)
+        seen.append(out[2]["method"])
+        return out
+
+    monkeypatch.setattr(geovq.graph, "knn_query", spy)
+    nbr, lengths = link_new_cells(new_ids, mu, x_nodes, 6, seed=0, knn_method=method, exact_max=100)
+    assert seen == [method]
+    x_new = mu.transpose(0, 2, 3, 1).reshape(-1, 3)
+    ref = np.sort(np.linalg.norm(x_new[:, None] - x_nodes[None], axis=2), axis=1)[:, :6]
+    np.testing.assert_allclose(lengths, np.linalg.norm(x_nodes[nbr] - x_new[:, None], axis=2), rtol=1e-5)
+    found = np.mean(lengths <= ref[:, -1:] * (1 + 1e-5))  # within each cell's exact k-th distance
+    assert found == 1.0 if method != "hnsw" else found >= 0.98
+    if method != "hnsw":
+        np.testing.assert_allclose(lengths, ref, rtol=1e-5)

@@ -1,5 +1,7 @@
 """Tests of geovq.graph against independent oracles (sklearn brute-force kNN, networkx, scipy cdist)."""
 
+import os
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -253,7 +255,7 @@ def test_bad_inputs_are_one_line_value_errors():
         assert "\n" not in str(e.value)
 
 
-def test_bench_knn_compares_methods_against_the_exact_one(tmp_path):
+def test_bench_knn_compares_methods_against_the_exact_one(tmp_path, monkeypatch):
     """benchmarks/bench_knn.py on latents files with copied cells: the exact methods (faiss flat,
     KD-tree) find every row's exact neighbours (graph and test query), HNSW at least its 98 %."""
     import importlib.util
@@ -269,7 +271,16 @@ def test_bench_knn_compares_methods_against_the_exact_one(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     argv = ["--latents", str(tmp_path / "train.npz"), "--latents-test", str(tmp_path / "test.npz"), "--k", "10"]
-    rows = {r["method"]: r for r in bench.main(argv + ["--methods", "exact,kdtree,hnsw", "--threads", "1"])}
+    import faiss
+    import torch
+
+    threads = torch.get_num_threads(), faiss.omp_get_max_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", ""))  # restored after the test
+    try:  # the benchmark sets the process's threads: give the later tests theirs back
+        rows = {r["method"]: r for r in bench.main(argv + ["--methods", "exact,kdtree,hnsw", "--threads", "1"])}
+    finally:
+        torch.set_num_threads(threads[0])
+        faiss.omp_set_num_threads(threads[1])
     assert rows["exact"]["graph_within"] == rows["exact"]["query_within"] == 1.0
     assert rows["kdtree"]["graph_within"] == rows["kdtree"]["query_within"] == 1.0
     assert rows["hnsw"]["graph_within"] >= 0.98 and rows["hnsw"]["query_within"] >= 0.98

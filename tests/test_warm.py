@@ -55,6 +55,8 @@ sys.path.insert(0, {root!r})
 from geovq.stages.warm import delegate
 
 smk = SimpleNamespace(rule=sys.argv[1], output=[sys.argv[2]])
+if smk.rule == "unpicklable":
+    smk.params = lambda: None  # a job object pickle cannot send
 status = delegate(smk, {root!r})
 print("status", status, flush=True)
 sys.exit(0 if status is None else status)
@@ -144,6 +146,17 @@ def test_switched_off_and_under_slurm_the_job_runs_itself(checkout, tmp_path):
         proc = client(root, {**env, **extra}, "ok", tmp_path / "out.json", tmp_path)
         out, _ = proc.communicate(timeout=60)
         assert "status None" in out and not (tmp_path / "out.json").exists()
+    assert not list(Path(env["XDG_RUNTIME_DIR"]).rglob("*.sock"))
+
+
+def test_a_job_that_does_not_pickle_runs_itself_and_starts_no_server(checkout, tmp_path):
+    """Pickled before any connection: no server (nor a child forked for a request that never
+    comes) is started for it; the caller runs the job itself."""
+    root, env = checkout
+    proc = client(root, env, "unpicklable", tmp_path / "out.json", tmp_path)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "status None" in out, err
+    assert not (tmp_path / "out.json").exists()
     assert not list(Path(env["XDG_RUNTIME_DIR"]).rglob("*.sock"))
 
 

@@ -163,6 +163,8 @@ def geodesic_codes(inp, out, params, log):
                 device=device,
                 precision=params.graph["metric_precision"],
                 metrics_new=metrics_new,
+                knn_method=params.graph["knn_method"],
+                exact_max=params.graph["exact_max"],
             )
             codes[~is_node] = assign_new(nbr, lengths, vor["dist"], vor["label"])[0]
         save_npz(path, codes=codes.reshape(n, h, w), image_index=img, labels=labels[img], K=np.int64(K))

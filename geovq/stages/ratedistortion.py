@@ -152,6 +152,8 @@ def rate_distortion(inp, out, params, log):
             device=device,
             precision=params.graph["metric_precision"],
             metrics_new=metrics_test,  # the test cells' own (rule test_metrics), for "exact" links
+            knn_method=params.graph["knn_method"],
+            exact_max=params.graph["exact_max"],
         )
     if q.name == "kmedoids" and any(k != main_K for k in Ks):
         D = euclidean_distances(x)

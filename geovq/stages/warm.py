@@ -185,6 +185,11 @@ def delegate(smk, root):
     started in time, or it closed before accepting): then the caller runs the job itself."""
     if not enabled():
         return None
+    request = {"smk": smk, "sys_path": list(sys.path), "cwd": os.getcwd(), "env": dict(os.environ)}
+    try:  # before connecting: a server child forked for a request that never comes would fail
+        request = pickle.dumps({**request, "started": process_start()})
+    except Exception:  # a job object that does not pickle: run it here
+        return None
     try:
         conn = _connect_or_start(root)
     except OSError:
@@ -192,11 +197,6 @@ def delegate(smk, root):
     if conn is None:
         return None
     with conn:
-        request = {"smk": smk, "sys_path": list(sys.path), "cwd": os.getcwd(), "env": dict(os.environ)}
-        try:
-            request = pickle.dumps({**request, "started": process_start()})
-        except Exception:  # a job object that does not pickle: run it here
-            return None
         try:
             socket.send_fds(conn, [_HEADER.pack(len(request))], [0, 1, 2])
             conn.sendall(request)
