@@ -167,6 +167,14 @@ def bench(name, decode, module, grid, args, rows):
     low = {"stacked, bfloat16": "stacked"}
     for label, m in low.items():
         paths[label] = lambda m=m: cell_metrics(decode, Z, sample, method=m, batch_size=bs, precision="bfloat16")
+    # every cell of the first images, in order, as the pipeline's metrics of whole images run:
+    # cells of one image whose receptive fields are disjoint share a tangent (color=True, the
+    # default), against a tangent per cell; the sample above has about one cell per image, so
+    # colouring never engages there
+    whole = np.arange(len(sample))
+    colour = {"stacked, whole images, colours": True, "stacked, whole images, a tangent per cell": False}
+    for label, c in colour.items():
+        paths[label] = lambda c=c: cell_metrics(decode, Z, whole, method="stacked", batch_size=bs, color=c)
     paths["edge_jvp"] = lambda: edge_lengths_jvp(decode, Z, i, j, x[i], x[j], batch_size=bs)
     # reference: a no-grad forward pass of the same rewritten decoder over as many images as one
     # batch of the metric paths evaluates (bs cells x (1 + C) primal/tangent images), channels_last like it
@@ -192,15 +200,18 @@ def bench(name, decode, module, grid, args, rows):
     # work per cell: primal + C tangents (fold_jvp: C primals + C tangents); per edge: 2 x (primal + tangent)
     work = {"stacked": (1 + C) * F, "vmap_jvp": (1 + C) * F, "vmap_jacfwd": (1 + C) * F, "fold_jvp": 2 * C * F}
     work.update({label: work[m] for label, m in (*as_given.items(), *low.items())})
-    rates = {m: len(sample) / best_t[m] for m in (*METHODS, *as_given, *low)}
+    work.update(dict.fromkeys(colour, work["stacked"]))  # nominal: a tangent per cell
+    rates = {m: len(sample) / best_t[m] for m in (*METHODS, *as_given, *low, *colour)}
     # float64 reference; per cell |G - G_ref|_F / |G_ref|_F. A cell whose ReLU pre-activation is
     # within float32 rounding of 0 gets a different (one-sided) Jacobian in float32: such kinks,
     # a few per 10 000 real cells, are counted apart from the median
     module64 = copy.deepcopy(module).double()
     decode64 = module64 if decode is module else types.MethodType(decode.__func__, module64)
     ref = cell_metrics(decode64, Z, sample, method="vmap_jvp", dtype=torch.float64, batch_size=bs)
+    ref_whole = cell_metrics(decode64, Z, whole, method="vmap_jvp", dtype=torch.float64, batch_size=bs)
     for m in rates:
-        err = np.sqrt(((out[m] - ref) ** 2).sum((1, 2)) / (ref**2).sum((1, 2)))
+        r = ref_whole if m in colour else ref
+        err = np.sqrt(((out[m] - r) ** 2).sum((1, 2)) / (r**2).sum((1, 2)))
         gf = work[m] * rates[m] / 1e9
         rows.append(
             (

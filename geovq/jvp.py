@@ -669,3 +669,124 @@ class Linearized:
         if t is operator.mul and len(inputs) == 1 and node.args[1] in inputs and isinstance(a, (int, float)):
             return a * b
         raise Unsupported(f"no forward-mode rule for {t} with these arguments")
+
+
+# --- which output pixels a latent cell can reach ----------------------------------------------
+#
+# A convolutional decoder's Jacobian is sparse: cell (h, w) of the latent grid moves only the
+# output pixels in its receptive field. Cells whose fields do not overlap can share one tangent
+# (Curtis, Powell & Reid 1974, "On the estimation of sparse Jacobian matrices"): J (e_a + e_b)
+# restricted to a's field is J e_a, exactly, so one decoder pass serves them all. The fields are
+# found structurally, by pushing each cell's indicator through the traced graph with every
+# convolution's kernel replaced by ones: a superset of where J e_(h, w) is nonzero at any input
+# (a weight that is exactly zero, or a ReLU that is off, only shrinks the true support).
+
+
+def _spread(x, kernel, stride, padding, dilation):
+    """Where a convolution with this geometry can carry a nonnegative indicator x (N, 1, H, W)."""
+    ones = x.new_ones(1, 1, *kernel)
+    return F.conv2d(x, ones, None, stride, padding, dilation)
+
+
+def _support_module(m, x, kwargs):
+    if isinstance(m, _UpsampleConv):
+        return _spread(m.up(x), (3, 3), 1, 1, 1)
+    if type(m) is nn.Conv2d and m.padding_mode == "zeros":
+        return _spread(x, m.kernel_size, m.stride, m.padding, m.dilation)
+    if type(m) is nn.ConvTranspose2d and m.padding_mode == "zeros" and "output_size" not in kwargs:
+        ones = x.new_ones(1, 1, *m.kernel_size)
+        return F.conv_transpose2d(x, ones, None, m.stride, m.padding, m.output_padding, 1, m.dilation)
+    if isinstance(m, nn.Upsample) and m.mode in ("nearest", "nearest-exact", "bilinear"):
+        return m(x)  # nonnegative interpolation weights: a superset, never a cancellation
+    if _module_rule(m) is not None or isinstance(m, (nn.Identity, nn.Dropout)):
+        return x
+    if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training and m.running_var is not None:
+        return x  # per-channel affine
+    return None
+
+
+def cell_supports(lin, grid):
+    """(H·W, Ho, Wo) bool: for each cell of an (H, W) latent grid (row-major), the output pixels
+    its C-vector can move through the decoder traced by `lin` (a Linearized), whatever the input
+    (see above); every output channel alike. None when the graph does something without a rule
+    here (a Linear, a normalization over space, a reshape, ...): then every pixel may depend on
+    every cell."""
+    H, W = grid
+    n = H * W
+    x = torch.zeros(n, 1, H, W, dtype=torch.float64)
+    x.view(n, -1)[torch.arange(n), torch.arange(n)] = 1
+    env = {}
+    for node in lin.graph.nodes:
+        if node.op == "placeholder":
+            env[node] = x
+            continue
+        if node.op == "output":
+            y = env.get(node.args[0]) if isinstance(node.args[0], fx.Node) else None
+            if y is None or y.ndim != 4:
+                return None
+            return y[:, 0] > 0
+        ins = node.all_input_nodes
+        if len(ins) == 0 or any(a not in env for a in ins) or not isinstance(node.args[0], fx.Node):
+            return None  # constants, parameters used directly, shape arithmetic: no rule here
+        a = env[node.args[0]]
+        t = node.target
+        if node.op == "call_module":
+            y = _support_module(lin.root.get_submodule(t), a, node.kwargs) if len(node.args) == 1 else None
+        elif node.op == "call_method":
+            y = a if (t in _POINTWISE_METHODS or t == "contiguous") and len(node.args) == 1 else None
+        elif t in _POINTWISE_FUNCTIONS:
+            y = a if len(ins) == 1 else None
+        elif t in (operator.add, torch.add) and not node.kwargs:
+            b = node.args[1]
+            y = torch.maximum(a, env[b]) if isinstance(b, fx.Node) else a  # a sum, or a constant offset
+        elif t in (operator.mul, operator.truediv) and len(ins) == 1 and isinstance(node.args[1], (int, float)):
+            y = a
+        else:
+            y = None
+        if y is None or y.ndim != 4:
+            return None
+        env[node] = (y > 0).to(x.dtype)
+    return None
+
+
+class Coloring:
+    """A partition of a latent grid's cells into colours whose output supports (cell_supports)
+    are pairwise disjoint, found greedily in row-major order. colors (H·W,) long; masks (H·W, Ho,
+    Wo) bool; n_colors."""
+
+    def __init__(self, supports):
+        n = supports.shape[0]
+        flat = supports.reshape(n, -1).double()
+        overlap = (flat @ flat.T) > 0
+        colors = [-1] * n
+        for i in range(n):
+            taken = {colors[j] for j in range(i) if overlap[i, j]}
+            colors[i] = next(c for c in range(n) if c not in taken)
+        self.colors = torch.tensor(colors)
+        self.masks = supports
+        self.n_colors = max(colors) + 1
+        self._pixel_masks = {}
+
+    @classmethod
+    def of(cls, lin, grid):
+        """The colouring of `lin`'s grid, or None when it would not merge any cells."""
+        sup = cell_supports(lin, grid)
+        if sup is None:
+            return None
+        c = cls(sup)
+        return c if c.n_colors < len(c.colors) else None
+
+    def pixel_masks(self, shape, channels_last, dtype, device):
+        """(H·W, P) 0/1 masks in `dtype` over a decoded image of `shape` flattened: (Co, Ho, Wo),
+        or (Ho, Wo, Co) when channels_last (its memory order)."""
+        key = (tuple(shape), channels_last, dtype, device)
+        if key not in self._pixel_masks:
+            Ho, Wo, Co = shape if channels_last else (*shape[1:], shape[0])
+            if tuple(self.masks.shape[1:]) != (Ho, Wo):
+                raise ValueError(
+                    f"decoded images {tuple(shape)} do not match the supports' {tuple(self.masks.shape[1:])}"
+                )
+            m = self.masks.to(device=device, dtype=dtype)
+            m = m[:, :, :, None].expand(-1, Ho, Wo, Co) if channels_last else m[:, None].expand(-1, Co, Ho, Wo)
+            self._pixel_masks[key] = m.reshape(len(m), -1)
+        return self._pixel_masks[key]

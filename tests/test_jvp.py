@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import jvp
 
-from geovq.jvp import Linearized, Unsupported, _UpsampleConv, for_jvp
+from geovq.jvp import Coloring, Linearized, Unsupported, _UpsampleConv, cell_supports, for_jvp
 from geovq.models import SpatialVAE, VanillaVAE
 from geovq.riemann import cell_metrics
 from test_riemann import _randomize_bn
@@ -490,3 +490,138 @@ def test_keep_freed_memory_stops_page_faults_per_batch():
 
     default, kept = faults("default"), faults("keep")
     assert default > 5000 and kept < default / 10, (default, kept)
+
+
+# --- receptive fields: cells with disjoint ones share a tangent -------------------------------
+
+
+def _local_tanh(dilated=False):
+    """A convolutional decoder with nowhere-zero derivatives (tanh, sigmoid), so its Jacobian's
+    nonzero pattern is its structural one: the pipeline's 4 -> 7 -> 14 -> 28 spatial decoder, or
+    transposed, strided, dilated and bilinear layers (6 x 6 grid -> 12 -> 12 -> 24 -> 48)."""
+    if dilated:
+        layers = [
+            nn.ConvTranspose2d(3, 4, 4, stride=2, padding=1),
+            nn.Tanh(),
+            nn.Conv2d(4, 4, 3, padding=2, dilation=2),
+            nn.Tanh(),
+            nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1),
+            nn.Upsample(scale_factor=2, mode="bilinear"),
+            nn.Conv2d(3, 2, 1),
+        ]
+    else:
+        layers = [nn.Conv2d(3, 6, 1)]
+        for size, c_in, c_out in ((7, 6, 6), (14, 6, 5), (28, 5, 1)):
+            layers += [nn.Upsample(size=(size, size)), nn.Conv2d(c_in, c_out, 3, padding=1), nn.Tanh()]
+        layers[-1] = nn.Sigmoid()
+    return nn.Sequential(*layers).double().eval()
+
+
+def _jacobian_supports(decode, z):
+    """(H·W, Ho, Wo): output pixels where some channel of J e_(cell, c) is nonzero at z (1, C, H, W)."""
+    J = torch.func.jacfwd(lambda v: decode(v)[0])(z)  # (Co, Ho, Wo, 1, C, H, W)
+    J = J.abs().sum(0)[:, :, 0].sum(2)  # (Ho, Wo, H, W)
+    return (J != 0).permute(2, 3, 0, 1).flatten(0, 1)
+
+
+@pytest.mark.parametrize("dilated", [False, True])
+@pytest.mark.parametrize("rewritten", [False, True])
+def test_cell_supports_are_the_jacobians_nonzero_pattern(dilated, rewritten):
+    """With nowhere-zero derivatives the structural supports are exactly where J is nonzero
+    (torch.func.jacfwd), for the decoder as given and as for_jvp rewrites it."""
+    torch.manual_seed(11)
+    net = _local_tanh(dilated)
+    H = 6 if dilated else 4
+    decode = for_jvp(net) if rewritten else net
+    sup = cell_supports(Linearized(decode), (H, H))
+    z = torch.randn(1, 3, H, H, dtype=torch.float64)
+    assert torch.equal(sup, _jacobian_supports(net, z))
+    assert 0 < sup.sum(dim=(1, 2)).min() and sup.sum(dim=(1, 2)).max() < sup[0].numel()  # local, not empty
+
+
+def test_cell_supports_of_the_spatial_vae_cover_its_jacobian():
+    """The pipeline's SpatialVAE (ReLU: a ReLU that is off only shrinks the true support): every
+    nonzero of J lies in its cell's support; the fields are those found by hand (a cell of the 4 x 4
+    grid reaches rows 0-14, 1-22, 9-27, 17-27 of 28 for grid rows 0-3), so 9 colours serve 16
+    cells: rows and columns {0, 3}, {1}, {2}."""
+    torch.manual_seed(12)
+    vae = SpatialVAE((1, 28, 28), latent_channels=3, grid=4, channels=(4, 6, 5)).double()
+    _randomize_bn(vae, seed=5)
+    vae.eval()
+    sup = cell_supports(Linearized(for_jvp(vae.decode)), (4, 4))
+    rows = [tuple(r.any(1).nonzero()[[0, -1], 0].tolist()) for r in sup[[0, 4, 8, 12]]]
+    assert rows == [(0, 14), (1, 22), (9, 27), (17, 27)]
+    for seed in range(3):
+        z = torch.randn(1, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+        empirical = _jacobian_supports(vae.decode, z)
+        assert not (empirical & ~sup).any() and empirical.any()
+    c = Coloring.of(Linearized(for_jvp(vae.decode)), (4, 4))
+    assert c.n_colors == 9
+    assert (
+        torch.equal(c.colors.view(4, 4)[0], c.colors.view(4, 4)[3])
+        and c.colors.view(4, 4)[0, 0] == c.colors.view(4, 4)[0, 3]
+    )
+
+
+def test_coloring_never_merges_overlapping_cells():
+    """Greedy colouring of random supports: cells that share a colour never share a pixel, and
+    each cell takes the smallest colour its earlier neighbours leave."""
+    g = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        sup = torch.rand(12, 5, 5, generator=g) < 0.08 + 0.02 * trial
+        c = Coloring(sup)
+        flat = sup.flatten(1).double()
+        overlap = (flat @ flat.T) > 0
+        same = c.colors[:, None] == c.colors[None, :]
+        assert not (overlap & same & ~torch.eye(12, dtype=torch.bool)).any()
+        for i in range(12):
+            taken = {int(c.colors[j]) for j in range(i) if overlap[i, j]}
+            assert int(c.colors[i]) == min(set(range(13)) - taken)
+        assert c.n_colors == int(c.colors.max()) + 1
+
+
+@pytest.mark.parametrize("net", ["linear", "group_norm", "reshape"])
+def test_cell_supports_refuse_what_mixes_pixels(net):
+    """A Linear over the flattened map, a GroupNorm (statistics over all pixels) or a reshape:
+    no support rule, so no colouring (every cell its own tangent)."""
+    layers = {
+        "linear": [nn.Flatten(), nn.Linear(3 * 16, 49), nn.Unflatten(1, (1, 7, 7))],
+        "group_norm": [nn.Conv2d(3, 4, 1), nn.GroupNorm(2, 4), nn.Conv2d(4, 1, 3, padding=1)],
+        "reshape": [nn.Conv2d(3, 4, 1), nn.PixelShuffle(2)],
+    }[net]
+    lin = Linearized(nn.Sequential(*layers).double().eval())
+    assert cell_supports(lin, (4, 4)) is None
+    assert Coloring.of(lin, (4, 4)) is None
+
+
+@pytest.mark.parametrize("dilated", [False, True])
+def test_colored_cell_metrics_equal_uncolored(dilated):
+    """cell_metrics with colour-shared tangents (color=True, the default) is cell_metrics with a
+    tangent per cell, on cells given out of order, partly repeated and across chunks, with a
+    per-pixel weight of the primal; in float64 to rounding, and in float32 (the pipeline's dtype)
+    on the SpatialVAE to float32 rounding."""
+    torch.manual_seed(13)
+    net = _local_tanh(dilated)
+    H = 6 if dilated else 4
+    Z = torch.randn(6, 3, H, H, dtype=torch.float64)
+    n = 6 * H * H
+    cells = np.random.default_rng(1).permutation(np.r_[np.arange(n), np.arange(H * H, 3 * H * H)])
+
+    def weight(p):
+        return torch.sigmoid(p) * torch.sigmoid(-p)
+
+    def metrics(color, **kw):
+        return cell_metrics(net, Z, cells, weight=weight, method="stacked", batch_size=37, color=color, **kw)
+
+    colored, plain = metrics(True, dtype=torch.float64), metrics(False, dtype=torch.float64)
+    np.testing.assert_allclose(colored, plain, rtol=1e-9, atol=1e-12 * np.abs(plain).max())
+    assert Coloring.of(Linearized(net), (H, H)) is not None
+
+    vae = SpatialVAE((1, 28, 28), latent_channels=8, grid=4, channels=(16, 32, 32))
+    _randomize_bn(vae, seed=6)
+    vae.eval()
+    Z = torch.randn(40, 8, 4, 4)
+    ids = np.arange(40 * 16)
+    a = cell_metrics(vae.decode, Z, ids, color=True)
+    b = cell_metrics(vae.decode, Z, ids, color=False)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6 * np.abs(b).max())
