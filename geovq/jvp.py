@@ -7,6 +7,7 @@ import copy
 import operator
 import types
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -680,6 +681,9 @@ class Linearized:
 # found structurally, by pushing each cell's indicator through the traced graph with every
 # convolution's kernel replaced by ones: a superset of where J e_(h, w) is nonzero at any input
 # (a weight that is exactly zero, or a ReLU that is off, only shrinks the true support).
+# Exact in exact arithmetic; in floating point a convolution algorithm that mixes a tile's values
+# (Winograd, FFT: some oneDNN and cuDNN kernels) can leave rounding-level traces of a
+# neighbour's tangent inside a cell's field: of the order of eps x |J e_neighbour|.
 
 
 def _spread(x, kernel, stride, padding, dilation):
@@ -749,6 +753,11 @@ def cell_supports(lin, grid):
     return None
 
 
+# Grids of more cells are not coloured: cell_supports holds a float64 map of the output per cell
+# (a 32 x 32 grid decoded to 256 x 256: 0.5 GB).
+MAX_COLORED_CELLS = 1024
+
+
 class Coloring:
     """A partition of a latent grid's cells into colours whose output supports (cell_supports)
     are pairwise disjoint, found greedily in row-major order. colors (H·W,) long; masks (H·W, Ho,
@@ -757,19 +766,22 @@ class Coloring:
     def __init__(self, supports):
         n = supports.shape[0]
         flat = supports.reshape(n, -1).double()
-        overlap = (flat @ flat.T) > 0
-        colors = [-1] * n
-        for i in range(n):
-            taken = {colors[j] for j in range(i) if overlap[i, j]}
-            colors[i] = next(c for c in range(n) if c not in taken)
-        self.colors = torch.tensor(colors)
+        overlap = ((flat @ flat.T) > 0).numpy()
+        colors = np.zeros(n, dtype=np.int64)
+        for i in range(1, n):
+            free = np.ones(i + 1, dtype=bool)
+            free[colors[:i][overlap[i, :i]]] = False
+            colors[i] = np.flatnonzero(free)[0]
+        self.colors = torch.from_numpy(colors)
         self.masks = supports
-        self.n_colors = max(colors) + 1
+        self.n_colors = int(colors.max()) + 1
         self._pixel_masks = {}
 
     @classmethod
     def of(cls, lin, grid):
         """The colouring of `lin`'s grid, or None when it would not merge any cells."""
+        if grid[0] * grid[1] > MAX_COLORED_CELLS:
+            return None
         sup = cell_supports(lin, grid)
         if sup is None:
             return None
