@@ -74,14 +74,23 @@ class EuclideanKMeans:
 KMEDOIDS_MAX_CELLS = 40_000
 
 
-def euclidean_distances(x: np.ndarray, block: int = 2048) -> np.ndarray:
-    """Dense (N, N) float32 matrix of exact Euclidean distances (float64 arithmetic, in row blocks)."""
+def euclidean_distances(x: np.ndarray, block: int = 256) -> np.ndarray:
+    """Dense (N, N) float32 matrix of exact Euclidean distances (float64 arithmetic, in row blocks).
+
+    Each block goes through one reused float64 buffer (cdist's ``out``). A fresh 2 048-row block
+    each time page-faulted in ~250 MB per block: at the default run's 15 000 cells of dim 8 that
+    took 3.3-9.2 s against 1.0-3.0 s now (one core), for 1.1 s of cdist arithmetic. The same cdist
+    on the same rows gives the same bits for any ``block`` (tests/test_codebook.py)."""
     from scipy.spatial.distance import cdist
 
     x = np.asarray(x, dtype=np.float64)
-    D = np.empty((len(x), len(x)), np.float32)
-    for i in range(0, len(x), block):
-        D[i : i + block] = cdist(x[i : i + block], x)
+    n = len(x)
+    D = np.empty((n, n), np.float32)
+    buf = np.empty((min(block, n), n))
+    for i in range(0, n, block):
+        b = min(block, n - i)
+        cdist(x[i : i + b], x, out=buf[:b])
+        D[i : i + b] = buf[:b]
     np.fill_diagonal(D, 0.0)
     return D
 

@@ -61,6 +61,24 @@ def _blobs(n_blobs=6, per=15, dim=3, seed=0):
     return (centres[:, None] + rng.normal(size=(n_blobs, per, dim))).reshape(-1, dim).astype(np.float32)
 
 
+@pytest.mark.parametrize("block", [1, 7, 64, 500])
+def test_euclidean_distances_are_cdists_bits_for_any_block(block):
+    """The dense matrix FasterPAM runs on: scipy's cdist in float64, rounded to float32, zero
+    diagonal, bit for bit whatever the row block (the reused buffer's last block is a short one)."""
+    from scipy.spatial.distance import cdist
+
+    from geovq.codebook import euclidean_distances
+
+    x = np.random.default_rng(3).normal(size=(203, 8)).astype(np.float32)
+    x[5] = x[9]  # a repeated cell: distance exactly 0
+    want = cdist(x.astype(np.float64), x.astype(np.float64)).astype(np.float32)
+    np.fill_diagonal(want, 0.0)
+    got = euclidean_distances(x, block=block)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+    assert got[5, 9] == 0.0
+
+
 def test_euclidean_kmedoids_is_a_local_optimum_of_the_unsquared_objective():
     from scipy.spatial.distance import cdist
 
