@@ -59,6 +59,7 @@ class Job:
     end: datetime | None = None
     seconds: float | None = None  # the benchmark's wall seconds
     rss_mb: float | None = None
+    cpu_s: float | None = None  # the stage's own CPU time (its log's last lines)
     startup: float | None = None
     startup_estimated: bool = False
 
@@ -177,7 +178,7 @@ def load_run(workdir, log=None):
             j.seconds, j.rss_mb = read_benchmark(workdir / j.benchmark)
         log_path = workdir / j.log if j.log else None
         j.startup, j.startup_estimated = read_startup(log_path, j.seconds)
-        rss, _ = read_usage(log_path)
+        rss, j.cpu_s = read_usage(log_path)
         if rss is not None:  # the job's own peak: a benchmark of a job forked from the warm server sees
             j.rss_mb = rss  # only the process that waited for it
     return jobs, Path(log)
@@ -203,6 +204,9 @@ def figures(jobs):
                 "median_s": statistics.median(secs),
                 "max_s": max(secs),
                 "startup_s": sum(ups) if ups else None,
+                "cpu_s": sum(j.cpu_s for j in js if j.cpu_s is not None)
+                if any(j.cpu_s is not None for j in js)
+                else None,
                 "peak_rss_mb": max((j.rss_mb for j in js if j.rss_mb is not None), default=None),
             }
         )
@@ -212,6 +216,7 @@ def figures(jobs):
     starts = [j.start for j in jobs if j.start]
     ends = [j.end for j in jobs if j.end]
     cp_s, cp = critical_path(timed)
+    with_cpu = [j for j in timed if j.cpu_s is not None]
     return {
         "jobs": len(jobs),
         "jobs_without_benchmark": sorted({j.rule for j in jobs if j.seconds is None}),
@@ -224,6 +229,9 @@ def figures(jobs):
         "startup_share": sum(j.startup for j in ups) / sum(j.seconds for j in ups) if ups else None,
         "startup_median_s": statistics.median(j.startup for j in ups) if ups else None,
         "startup_estimated": any(j.startup_estimated for j in ups),
+        "cpu_s": sum(j.cpu_s for j in with_cpu),
+        "cpu_jobs": len(with_cpu),
+        "job_s_of_cpu_jobs": sum(j.seconds for j in with_cpu),
         "wall_s": (max(ends) - min(starts)).total_seconds() if starts and ends else None,
         "critical_path_s": cp_s,
         "critical_path": [f"{j.rule} ({j.seconds:.0f} s)" for j in cp],
@@ -256,6 +264,12 @@ def report(f):
             f"start-up (process start to the stage's call): {f['startup_s']:.0f} job-s, "
             f"{100 * f['startup_share']:.1f} % of the timed jobs' job-s; median {f['startup_median_s']:.2f} s a job{est}"
         )
+    if f["cpu_jobs"]:
+        lines.append(
+            f"the stages' own CPU time (job logs, {f['cpu_jobs']} jobs): {f['cpu_s']:.0f} s against their "
+            f"{f['job_s_of_cpu_jobs']:.0f} job-s ({f['job_s_of_cpu_jobs'] / max(f['cpu_s'], 1e-9):.2f}x): the rest is "
+            "start-up and waiting (for a core: Snakemake's own work, other jobs; for files)"
+        )
     lines.append(
         f"critical path {f['critical_path_s']:.0f} s over {len(f['critical_path'])} jobs: "
         + " -> ".join(f["critical_path"])
@@ -263,14 +277,15 @@ def report(f):
     if f["jobs_without_benchmark"]:
         lines.append("rules without a benchmark TSV (not in the sums): " + ", ".join(f["jobs_without_benchmark"]))
     lines.append("")
-    head = ["rule", "jobs", "job s (sum)", "median s", "slowest s", "start-up s", "peak RSS MB"]
+    head = ["rule", "jobs", "job s (sum)", "median s", "slowest s", "start-up s", "stage CPU s", "peak RSS MB"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|---|" + "---:|" * (len(head) - 1))
     for r in f["rules"]:
         up = "–" if r["startup_s"] is None else f"{r['startup_s']:.0f}"
         rss = "–" if r["peak_rss_mb"] is None else f"{r['peak_rss_mb']:.0f}"
+        cpu = "–" if r["cpu_s"] is None else f"{r['cpu_s']:.0f}"
         lines.append(
-            f"| {r['rule']} | {r['jobs']} | {r['job_s']:.0f} | {r['median_s']:.1f} | {r['max_s']:.0f} | {up} | {rss} |"
+            f"| {r['rule']} | {r['jobs']} | {r['job_s']:.0f} | {r['median_s']:.1f} | {r['max_s']:.0f} | {up} | {cpu} | {rss} |"
         )
     return "\n".join(lines)
 
