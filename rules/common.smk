@@ -217,13 +217,7 @@ def rd_inputs(wc):
         d["vae"] = f(f"{RUN}/vae/model.pt")
     if "metric" in q.swept_assigns:  # the test and fit cells' metrics: the metric rule at every K
         d["metrics_test"] = metrics_test_of(wc)
-        kind = assign_metric_of(wc)
-        if not q.metric and kind in Q.metrics(QS):
-            # the fit cells' metrics of that kind: the graph's nodes are the fit cells, and rule
-            # riemannian_lengths has computed them for a configured quantizer (the same call, same bits)
-            d["metrics_fit"] = f(f"{RUN}/graph/lengths_{kind}.npz")
-        elif not q.metric:  # computed by the sweep itself
-            d["latents_train"] = f(f"{RUN}/vae/latents_train.npz")
+        d["latents_train"] = f(f"{RUN}/vae/latents_train.npz")
     return d
 
 

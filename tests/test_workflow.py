@@ -296,35 +296,6 @@ def test_metric_and_decode_codes_recomputed_from_their_inputs(done):
             assert (dec[:, None] == top).any(axis=1).all(), f"{v}/{q}: decode left the metric's top {m}"
 
 
-def test_sweeps_read_the_fit_cells_metrics_that_riemannian_lengths_computed(done):
-    """The kmeans/kmedoids/graph sweeps score their metric rule with the fit cells' pull-back metrics
-    of rule riemannian_lengths (computed once per run, not once per sweep); those are the graph's
-    nodes' metrics, bit for bit what the sweep computed itself before (the same call)."""
-    from geovq.artifacts import load_cells, load_latents
-    from geovq.device import resolve_device
-    from geovq.riemann import cell_metrics, pullback
-    from geovq.vqvae import load_decoder
-
-    work, _ = done
-    device = resolve_device(CFG["device"])  # where the run computed them
-    kind = CFG["assignment"]["metric"]
-    assert kind in METRICS
-    for v in VARIANTS:
-        run = work / "results" / "synthetic" / v / "seed0"
-        shared = run / "graph" / f"lengths_{kind}.npz"
-        for q in ("kmeans", "kmedoids", "graph"):
-            log = (run / q / "logs" / "rate_distortion.log").read_text()
-            assert f"fit cells from results/synthetic/{v}/seed0/graph/lengths_{kind}.npz" in log, log
-        ids, _ = load_cells(run / "cells.npz")
-        saved = np.load(shared)
-        np.testing.assert_array_equal(saved["nodes"], ids)
-        mu, _ = load_latents(run / "vae" / "latents_train.npz")
-        decode, weight = pullback(load_decoder(run / "vae" / "model.pt", device, dataset="synthetic"), kind)
-        precision = CFG["graph"]["metric_precision"]
-        own = cell_metrics(decode, mu, ids, weight=weight, device=device, precision=precision)
-        np.testing.assert_array_equal(saved["metrics"], own, err_msg=v)
-
-
 def test_bench_pipeline_sums_the_benchmarks(done):
     """benchmarks/bench_pipeline.py on the finished run: the job-seconds it sums are the benchmark
     files' own, every job has one, and every job's log states its start-up."""

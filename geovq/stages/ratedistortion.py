@@ -49,9 +49,8 @@ def _fit_codes_vqvae(inp, cell_ids, device, grid):
 
 def _metrics(inp, params, q, idx, grid, fit_ids, device, log):
     """(test cells' metrics, fit cells' metrics) of the metric rule: the first images' rows of rule
-    test_metrics' file; the fit cells' from a graph lengths file of that metric kind where the run
-    has one (the quantizer's own, or rule riemannian_lengths' for a configured quantizer: its nodes
-    are the fit cells, computed by the same call as here), else computed here from the VAE's decoder."""
+    test_metrics' file; the fit cells' from the graph's lengths file where it holds them (riemannian,
+    fisher: its nodes are the fit cells), else computed here from the VAE's decoder."""
     from geovq.artifacts import grid_cell_ids
     from geovq.riemann import cell_metrics, pullback
     from geovq.vqvae import load_decoder
@@ -60,13 +59,8 @@ def _metrics(inp, params, q, idx, grid, fit_ids, device, log):
     test = load_npz(inp.metrics_test, ("metrics", "cell_ids"))
     if not np.array_equal(test["cell_ids"][: len(cells)], cells):
         raise GeovqError(f"{inp.metrics_test}: metrics of other test cells than the sweep's first images")
-    shared = inp.lengths if q.metric is not None else getattr(inp, "metrics_fit", None)
-    if shared is not None:
-        d = load_npz(shared, ("metrics", "nodes"))
-        if not np.array_equal(d["nodes"], fit_ids):
-            raise GeovqError(f"{shared}: graph nodes are not the run's fit cells {inp.cells}")
-        log(f"{params.assign_metric} pull-back metrics of the {len(fit_ids)} fit cells from {shared}")
-        return test["metrics"][: len(cells)], d["metrics"]
+    if q.metric is not None:
+        return test["metrics"][: len(cells)], load_npz(inp.lengths, ("metrics",))["metrics"]
     mu_train, _ = load_latents(inp.latents_train)
     decode, weight = pullback(load_decoder(inp.model, device, dataset=params.dataset), params.assign_metric)
     log(f"{params.assign_metric} pull-back metrics of the {len(fit_ids)} fit cells")
