@@ -12,7 +12,10 @@ import geovq.codedeps
 import geovq.config
 import geovq.images
 import geovq.quantizers as Q
+import geovq.scheduling
 from geovq.io import GeovqError
+
+geovq.scheduling.patch_reevaluation_timers()  # one wake-up timer, not one per round (the module says why)
 
 try:
     geovq.config.validate(config)  # fills defaults in place, rejects unknown keys
