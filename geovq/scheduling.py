@@ -1,13 +1,14 @@
 """A workaround for Snakemake's scheduler, applied by rules/common.smk: one pending re-evaluation
 timer per delay instead of one more for every scheduling round.
 
-Snakemake (9.x, up to at least 9.27) ends every scheduling round that had ready jobs with
+Snakemake (9.27, the tested version) ends every scheduling round that had ready jobs with
 `JobScheduler._schedule_reevalutation(timespan)`: a new non-daemon `threading.Timer` that wakes
 the scheduler after the job-rate limiter's timespan (`--max-jobs-per-timespan`, default 100/1s).
 Each wake-up is a round that starts another timer, and every finished job adds a round of its
-own, so the timers multiply with the finished jobs: a default run had ~140 of them alive after
-90 s, each waking the scheduler once a second to stat the inputs of the ready jobs it considers.
-That took about a third of a core of the two that the jobs were running on (benchmarks/README.md).
+own, so the timers multiply with the finished jobs: a rerun of 204 jobs had ~140 of them alive
+after 90 s, each waking the scheduler once a second to stat the inputs of the ready jobs it
+considers; that was about two thirds of Snakemake's CPU, taken from the two cores the jobs ran on
+(benchmarks/README.md).
 
 With the patch a round still guarantees a wake-up within `delay` (the limiter's purpose: to submit
 again once its window has passed), but a timer already pending for that delay serves every later
