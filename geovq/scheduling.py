@@ -6,9 +6,9 @@ Snakemake (9.27, the tested version) ends every scheduling round that had ready 
 the scheduler after the job-rate limiter's timespan (`--max-jobs-per-timespan`, default 100/1s).
 Each wake-up is a round that starts another timer, and every finished job adds a round of its
 own, so the timers multiply with the finished jobs: Snakemake had 138 threads 90 s into a rerun
-of 204 jobs (7 at each of three looks during a default run with this patch), each timer waking the scheduler once
-a second to stat the inputs of the ready jobs it considers; that was about two thirds of
-Snakemake's CPU, taken from the two cores the jobs ran on (benchmarks/README.md).
+of 204 jobs (7 at each of three looks during a default run with this patch), each timer waking
+the scheduler once a second to stat the inputs of the ready jobs it considers; that was about two
+thirds of Snakemake's CPU, taken from the two cores the jobs ran on (benchmarks/README.md).
 
 With the patch a round still guarantees a wake-up within `delay` (the limiter's purpose: to submit
 again once its window has passed), but a timer already pending for that delay serves every later
