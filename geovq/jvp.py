@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from geovq.models import is_conv3x3_same
+
 
 def owner_module(decode):
     """The nn.Module whose train/eval mode governs `decode` (itself, or a bound method's owner)."""
@@ -83,12 +85,7 @@ class _UpsampleConv(nn.Module):
             isinstance(up, nn.Upsample)
             and up.mode in ("nearest", "nearest-exact")
             and isinstance(conv, nn.Conv2d)
-            and conv.kernel_size == (3, 3)
-            and conv.stride == (1, 1)
-            and conv.padding == (1, 1)
-            and conv.dilation == (1, 1)
-            and conv.groups == 1
-            and conv.padding_mode == "zeros"
+            and is_conv3x3_same(conv)
             and (up.size is not None or all(float(f) == 2.0 for f in _pair(up.scale_factor)))
         )
 
