@@ -126,13 +126,22 @@ class ConvDecoder(nn.Module):
         return x
 
 
-# _PHASE_TAPS[p, k, d]: output phase p of a nearest 2x upsample followed by a 3x3 conv reads, through
-# the conv's kernel row d (offset d - 1), row k - 1 of the small map: phase 0 rows {i-1: d=0,
-# i: d=1, 2}, phase 1 rows {i: d=0, 1, i+1: d=2} (columns alike)
-_PHASE_TAPS = torch.zeros(2, 3, 3)
-for _p in range(2):
-    for _d in range(3):
-        _PHASE_TAPS[_p, (_p + _d - 1) // 2 + 1, _d] = 1.0
+_PHASE_TAPS = {}  # (device, dtype) -> the (2, 3, 3) table of _phase_taps, built once per device
+
+
+def _phase_taps(like):
+    """taps[p, k, d] = 1 where output phase p of a nearest 2x upsample followed by a 3x3 conv reads,
+    through the conv's kernel row d (offset d - 1), row k - 1 of the small map: phase 0 rows
+    {i-1: d=0, i: d=1, 2}, phase 1 rows {i: d=0, 1, i+1: d=2} (columns alike). On ``like``'s device
+    and dtype, kept there: no host-to-device copy per training step."""
+    key = (like.device, like.dtype)
+    if key not in _PHASE_TAPS:
+        taps = torch.zeros(2, 3, 3)
+        for p in range(2):
+            for d in range(3):
+                taps[p, (p + d - 1) // 2 + 1, d] = 1.0
+        _PHASE_TAPS[key] = taps.to(like)
+    return _PHASE_TAPS[key]
 
 
 def upsample_conv_fuses(up, conv, hw) -> bool:
@@ -164,12 +173,12 @@ def is_conv3x3_same(conv) -> bool:
 def upsample2x_conv3x3(x, conv):
     """``conv(nearest-2x-upsample(x))`` without the upsampled map, differentiable in conv's weights:
     one 3x3 conv on the small map with 4x the output channels, phase-major (a, b, o), whose kernels
-    are sums of conv's taps (_PHASE_TAPS), then each output pixel (2i + a, 2j + b) taken from phase
+    are sums of conv's taps (_phase_taps), then each output pixel (2i + a, 2j + b) taken from phase
     (a, b). The same function; the sums run in another order, so the last float digits differ. On
-    one CPU thread the last stage of the default spatial decoder (14 -> 28, 16 -> 1 channels) runs
-    forward and backward about 4x as fast as upsample + conv (benchmarks/README.md)."""
+    one CPU thread a training step of the default spatial VAE takes 0.64x as long with it, the
+    VQ-VAE's 0.76x (benchmarks/README.md, bench_train.py)."""
     w = conv.weight
-    taps = _PHASE_TAPS.to(w)
+    taps = _phase_taps(w)
     out, cin = w.shape[:2]
     kernel = torch.einsum("aky,blx,oiyx->aboikl", taps, taps, w).reshape(4 * out, cin, 3, 3)
     bias = conv.bias.repeat(4) if conv.bias is not None else None
