@@ -170,7 +170,7 @@ def test_channels_last_training_is_the_same_training_up_to_float_order(variant, 
 
 def test_fused_upsample_conv_training_is_the_same_training_up_to_float_order(monkeypatch):
     """The spatial decoder trains with each upsample + conv fused into one conv on the small map
-    (geovq.models.upsample2x_conv3x3; twice as fast per step on the default config): the same function
+    (geovq.models.upsample2x_conv3x3; a default spatial VAE step 0.64x as long): the same function
     and noise draws, so as with channels-last layout the training losses agree to float rounding and
     the weights, through Adam and the conv biases before BatchNorm, to ~1e-3 (bounds as above)."""
     import geovq.models
