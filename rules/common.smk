@@ -220,8 +220,26 @@ def rd_inputs(wc):
         d["vae"] = f(f"{RUN}/vae/model.pt")
     if "metric" in q.swept_assigns:  # the test and fit cells' metrics: the metric rule at every K
         d["metrics_test"] = metrics_test_of(wc)
-        d["latents_train"] = f(f"{RUN}/vae/latents_train.npz")
+        shared = fit_metrics_of(wc)
+        if shared:  # the fit cells' metrics as the run's pull-back graph holds them (its nodes)
+            # ancient: a new graph (config graph.k) leaves its nodes' metrics as they were; they
+            # change only with the VAE, the fit cells or the metric's code, which the sweep reads too
+            d["metrics_fit"] = ancient(shared)
+        elif not q.metric:
+            d["latents_train"] = f(f"{RUN}/vae/latents_train.npz")
     return d
+
+
+def fit_metrics_of(wc):
+    """The graph lengths file that holds a post-hoc quantizer's fit-cell metrics of its metric rule:
+    lengths_{kind}.npz, whose nodes are the run's fit cells, when the run builds it anyway (a
+    quantizer with that pull-back metric is in config quantizers); None otherwise (the sweep
+    computes them). The same numbers either way: the same call on the same cells."""
+    q = Q.get(wc.quantizer)
+    kind = assign_metric_of(wc)
+    if not q.posthoc or q.metric or kind not in Q.metrics(QS):
+        return None
+    return f"{RUN}/graph/lengths_{kind}.npz".format(**dict(wc.items()))
 
 
 def assign_metric_of(wc):

@@ -407,6 +407,31 @@ def test_rate_distortion_contents(done):
     assert (con.diff_lo <= con["diff"]).all() and (con["diff"] <= con.diff_hi).all()
 
 
+def test_rate_distortion_reads_the_fit_cells_metrics_it_would_compute(done, one_thread):
+    """The sweeps of kmeans, kmedoids and graph read their fit cells' metrics (the metric rule's
+    rate) from the run's riemannian graph (rules/common.smk fit_metrics_of) instead of computing
+    them: what they read is bit for bit what the computation gives (one thread, as the jobs)."""
+    from geovq.artifacts import load_cells, load_latents
+    from geovq.riemann import cell_metrics, pullback
+    from geovq.vqvae import load_decoder
+
+    work, _ = done
+    kind = CFG["assignment"]["metric"]
+    assert kind in METRICS  # the test config builds that graph: the sweeps must read it
+    for v in VARIANTS:
+        run = work / "results" / "synthetic" / v / "seed0"
+        ids, _ = load_cells(run / "cells.npz")
+        mu, _ = load_latents(run / "vae" / "latents_train.npz")
+        decode, weight = pullback(load_decoder(run / "vae" / "model.pt"), kind)
+        own = cell_metrics(decode, mu, ids, weight=weight, precision=CFG["graph"]["metric_precision"])
+        shared = np.load(run / "graph" / f"lengths_{kind}.npz")
+        np.testing.assert_array_equal(shared["nodes"], ids)
+        np.testing.assert_array_equal(shared["metrics"], own, err_msg=v)
+        for q in ("kmeans", "kmedoids", "graph"):
+            log = (run / q / "logs" / "rate_distortion.log").read_text()
+            assert f"fit cells from results/synthetic/{v}/seed0/graph/lengths_{kind}.npz" in log, (v, q)
+
+
 def test_geometry_sheet_contents(done):
     """The first seed's geometry sheet, read back: Euclidean edge ratios are 1 and pair ratios >= 1
     (triangle inequality), every pair of quantizers has its agreement, every latent distance its

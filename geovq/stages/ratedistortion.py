@@ -49,8 +49,10 @@ def _fit_codes_vqvae(inp, cell_ids, device, grid):
 
 def _metrics(inp, params, q, idx, grid, fit_ids, device, log):
     """(test cells' metrics, fit cells' metrics) of the metric rule: the first images' rows of rule
-    test_metrics' file; the fit cells' from the graph's lengths file where it holds them (riemannian,
-    fisher: its nodes are the fit cells), else computed here from the VAE's decoder."""
+    test_metrics' file; the fit cells' from a pull-back graph's lengths file where the run has one
+    of that kind (its nodes are the fit cells: the quantizer's own, riemannian and fisher, or
+    rules/common.smk fit_metrics_of's for the others), else computed here from the VAE's decoder
+    (the call rule riemannian_lengths makes: the same numbers)."""
     from geovq.artifacts import grid_cell_ids
     from geovq.riemann import cell_metrics, pullback
     from geovq.vqvae import load_decoder
@@ -59,8 +61,13 @@ def _metrics(inp, params, q, idx, grid, fit_ids, device, log):
     test = load_npz(inp.metrics_test, ("metrics", "cell_ids"))
     if not np.array_equal(test["cell_ids"][: len(cells)], cells):
         raise GeovqError(f"{inp.metrics_test}: metrics of other test cells than the sweep's first images")
-    if q.metric is not None:
-        return test["metrics"][: len(cells)], load_npz(inp.lengths, ("metrics",))["metrics"]
+    shared = inp.lengths if q.metric is not None else getattr(inp, "metrics_fit", None)
+    if shared:
+        d = load_npz(shared, ("metrics", "nodes"))
+        if not np.array_equal(d["nodes"], fit_ids):
+            raise GeovqError(f"{shared}: graph nodes are not the run's fit cells {inp.cells}")
+        log(f"{params.assign_metric} pull-back metrics of the {len(fit_ids)} fit cells from {shared}")
+        return test["metrics"][: len(cells)], d["metrics"]
     mu_train, _ = load_latents(inp.latents_train)
     decode, weight = pullback(load_decoder(inp.model, device, dataset=params.dataset), params.assign_metric)
     log(f"{params.assign_metric} pull-back metrics of the {len(fit_ids)} fit cells")
